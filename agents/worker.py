@@ -1,0 +1,314 @@
+"""The agent's work loop: announce hardware, take assignments, train off the loop, report back.
+
+Protocol (DESIGN.md sections 3-4): the agent's retained ``state`` topic carries its hardware profile
+(birth) and "offline" (last will); ``ready`` tells the daemon how many slots it has and which jobs
+it holds. Each ``trial.assign`` is trained in a worker thread while heartbeats (``trial.progress``,
+QoS 0) keep the lease alive. The result is spooled to disk *before* it is published and deleted
+only when the daemon's ``trial.ack`` arrives; every reconnect and every daemon restart re-sends the
+spool. Assignments are deduplicated by job id, so re-sent assignments are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agents.spool import Spool
+from agents.trainers._base import TrainFn, TrainingStopped, TrainRequest, TrainResult
+from nasd.errors import WireError
+from nasd.mqtt import BrokerUrl, Link, Publication
+from nasd.wire import (
+    AgentLeaf,
+    agent_topic,
+    daemon_state_topic,
+    decode,
+    encode,
+    message_type_for_topic,
+)
+
+log = structlog.get_logger("nasd.agent")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """How an agent runs; ``profile`` is its hardware announcement (see ``agents.probe``)."""
+
+    broker: BrokerUrl
+    name: str
+    profile: Mapping[str, Any]
+    spool_dir: Path
+    device: str = "cpu"
+    slots: int = 1
+    checkpoint_dir: Path | None = None
+    heartbeat_s: float = 2.0
+
+
+@dataclass(slots=True)
+class RunningJob:
+    """A job being trained: its lease epoch, progress so far, and its stop switch."""
+
+    job_id: str
+    epoch: int
+    started_at: float
+    stop: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    step: int = 0
+    total: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class _Context:
+    """The TrainContext lent to a trainer thread; forwards progress to the event loop."""
+
+    def __init__(
+        self, job: RunningJob, loop: asyncio.AbstractEventLoop, on_progress: Callable[[], None]
+    ) -> None:
+        self._job = job
+        self._loop = loop
+        self._on_progress = on_progress
+
+    def progress(self, step: int, total: int | None, metrics: Mapping[str, float]) -> None:
+        def update() -> None:
+            self._job.step, self._job.total = step, total
+            self._job.metrics = {k: float(v) for k, v in metrics.items()}
+            self._on_progress()
+
+        self._loop.call_soon_threadsafe(update)
+
+    def should_stop(self) -> bool:
+        return self._job.stop.is_set()
+
+
+class Agent:
+    """One agent (one device). Several may share a process (the benchmark does)."""
+
+    def __init__(
+        self, options: AgentOptions, load_trainer: Callable[[str], TrainFn] | None = None
+    ) -> None:
+        if load_trainer is None:
+            from agents.trainers import load_trainer as default_loader
+
+            load_trainer = default_loader
+        self.options = options
+        self.spool = Spool(options.spool_dir)
+        self._load_trainer = load_trainer
+        self._trainers: dict[str, TrainFn] = {}
+        self.running: dict[str, RunningJob] = {}
+        self._executor = ThreadPoolExecutor(
+            max_workers=options.slots, thread_name_prefix=f"train-{options.name}"
+        )
+        self._stopping = asyncio.Event()
+        self.link: Link | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def topic(self, leaf: AgentLeaf) -> str:
+        """This agent's own topic for ``leaf``."""
+        return agent_topic(self.options.name, leaf)
+
+    def stop(self) -> None:
+        """Hand back running jobs, publish "offline" and exit :meth:`run` (signal-safe)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        state = self.topic(AgentLeaf.STATE)
+        offline = Publication(state, encode("agent.state", {"state": "offline"}), 1, True)
+        link = self.link = Link(
+            self.options.broker,
+            f"nasd-agent-{self.options.name}",
+            subscriptions=[
+                (self.topic(AgentLeaf.ASSIGN), 1),
+                (self.topic(AgentLeaf.CANCEL), 1),
+                (self.topic(AgentLeaf.ACK), 1),
+                (daemon_state_topic(), 1),
+            ],
+            will=offline,
+            on_connect=self._on_connect,
+        )
+        async with asyncio.TaskGroup() as group:
+            link_task = group.create_task(link.run(), name=f"{self.options.name}-link")
+            inbox_task = group.create_task(self._inbox(link), name=f"{self.options.name}-inbox")
+            beat_task = group.create_task(self._heartbeat(link), name=f"{self.options.name}-beat")
+            await self._stopping.wait()
+            inbox_task.cancel()
+            beat_task.cancel()
+            await self._hand_back(link)
+            await link.close([offline])
+            link_task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("agent.stopped", agent=self.options.name)
+
+    async def _on_connect(self) -> None:
+        assert self.link is not None
+        profile = {**self.options.profile, "slots": self.options.slots}
+        await self.link.publish(
+            Publication(self.topic(AgentLeaf.STATE),
+                        encode("agent.state", {"state": "online", "profile": profile}), 1, True)
+        )
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """Publish ``ready`` and re-send every spooled result."""
+        assert self.link is not None
+        await self._ready()
+        resend = [Publication(self.topic(AgentLeaf.RESULT), p) for p in self.spool.items()]
+        if resend:
+            log.info("spool.resend", agent=self.options.name, results=len(resend))
+            await self.link.publish_many(resend)
+
+    async def _ready(self) -> None:
+        assert self.link is not None
+        body = {"slots": self.options.slots, "running": sorted(self.running)}
+        await self.link.publish(Publication(self.topic(AgentLeaf.READY), encode("agent.ready", body)))
+
+    async def _inbox(self, link: Link) -> None:
+        while True:
+            message = await link.inbox.get()
+            topic = str(message.topic)
+            payload = message.payload
+            try:
+                if not isinstance(payload, bytes | bytearray):
+                    raise WireError("payload is not bytes")
+                envelope = decode(bytes(payload), expect=message_type_for_topic(topic))
+            except WireError as exc:
+                log.warning("message.dropped", topic=topic[:200], reason=str(exc))
+                continue
+            body = envelope.body
+            if envelope.type == "trial.assign":
+                await self._on_assign(body)
+            elif envelope.type == "trial.ack":
+                self.spool.remove(str(body["job_id"]))
+            elif envelope.type == "trial.cancel":
+                self._on_cancel(body)
+            elif envelope.type == "daemon.state" and body["state"] == "online":
+                await self._announce()
+
+    async def _on_assign(self, body: Mapping[str, Any]) -> None:
+        assert self.link is not None
+        job_id, epoch = str(body["job_id"]), int(body["epoch"])
+        job = self.running.get(job_id)
+        if job is not None:
+            job.epoch = max(job.epoch, epoch)  # a re-lease of what we already train
+            return
+        spooled = self.spool.get(job_id)
+        if spooled is not None:
+            await self.link.publish(Publication(self.topic(AgentLeaf.RESULT), spooled))
+            return
+        if len(self.running) >= self.options.slots or self._stopping.is_set():
+            log.warning("assign.refused", job_id=job_id, reason="no free slot")
+            await self._publish_result(job_id, epoch, "released", {}, None, time.time())
+            return
+        job = self.running[job_id] = RunningJob(job_id, epoch, time.time())
+        task = asyncio.get_running_loop().create_task(self._train(job, body), name=job_id)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_cancel(self, body: Mapping[str, Any]) -> None:
+        job = self.running.get(str(body["job_id"]))
+        if job is not None and job.epoch <= int(body["epoch"]):
+            job.cancelled = True
+            job.stop.set()
+            log.info("job.cancelled", job_id=job.job_id)
+
+    async def _train(self, job: RunningJob, body: Mapping[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        options = self.options
+        request = TrainRequest(
+            job_id=job.job_id,
+            experiment=str(body["experiment"]),
+            trial_id=int(body["trial_id"]),
+            genotype=body["genotype"],
+            space=body["space"],
+            options=body["task"]["options"],
+            epochs=body["epochs"],
+            seed=int(body["seed"]),
+            device=options.device,
+            checkpoint_dir=options.checkpoint_dir,
+        )
+        log.info("job.started", agent=options.name, job_id=job.job_id, epoch=job.epoch)
+        status, error, result = "ok", None, TrainResult({})
+        try:
+            trainer = self._trainer(str(body["task"]["trainer"]))
+            context = _Context(job, loop, lambda: None)
+            result = await loop.run_in_executor(self._executor, trainer, request, context)
+        except TrainingStopped:
+            status = "released"
+        except Exception as exc:  # a trainer's failure fails this attempt, never the agent
+            status, error = "failed", f"{type(exc).__name__}: {exc}"[:4000]
+            log.warning("job.failed", job_id=job.job_id, error=error)
+        finally:
+            self.running.pop(job.job_id, None)
+        if job.cancelled or (status == "released" and self._stopping.is_set()):
+            await self._ready()
+            return
+        await self._publish_result(job.job_id, job.epoch, status, result.metrics, error,
+                                   job.started_at, result.checkpoint)
+        await self._ready()
+
+    def _trainer(self, name: str) -> TrainFn:
+        trainer = self._trainers.get(name)
+        if trainer is None:
+            trainer = self._trainers[name] = self._load_trainer(name)
+        return trainer
+
+    async def _publish_result(
+        self,
+        job_id: str,
+        epoch: int,
+        status: str,
+        metrics: Mapping[str, float],
+        error: str | None,
+        started_at: float,
+        checkpoint: str | None = None,
+    ) -> None:
+        assert self.link is not None
+        body: dict[str, Any] = {
+            "job_id": job_id, "epoch": epoch, "status": status,
+            "metrics": {k: float(v) for k, v in metrics.items()}, "error": error,
+            "started_at": started_at, "finished_at": time.time(), "checkpoint": checkpoint,
+        }
+        try:
+            payload = encode("trial.result", body)
+        except WireError as exc:
+            body.update(status="failed", metrics={}, error=f"invalid metrics: {exc}"[:4000])
+            payload = encode("trial.result", body)
+        if status != "released":
+            self.spool.put(job_id, payload)
+        log.info("job.finished", agent=self.options.name, job_id=job_id, status=status,
+                 val_acc=metrics.get("val_acc"))
+        await self.link.publish(Publication(self.topic(AgentLeaf.RESULT), payload))
+
+    async def _heartbeat(self, link: Link) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_s)
+            beats = []
+            for job in list(self.running.values()):
+                body = {"job_id": job.job_id, "epoch": job.epoch, "step": job.step,
+                        "total": job.total, "metrics": job.metrics}
+                try:
+                    payload = encode("trial.progress", body)
+                except WireError:  # e.g. a NaN loss in the progress metrics: beat without them
+                    payload = encode("trial.progress", {**body, "metrics": {}})
+                beats.append(Publication(self.topic(AgentLeaf.PROGRESS), payload, qos=0))
+            if beats and link.connected.is_set():
+                await link.publish_many(beats)
+
+    async def _hand_back(self, link: Link) -> None:
+        """On shutdown: stop trainers and tell the daemon their jobs are free again."""
+        jobs = list(self.running.values())
+        for job in jobs:
+            job.stop.set()
+        for job in jobs:
+            if link.connected.is_set():
+                await self._publish_result(job.job_id, job.epoch, "released", {}, None,
+                                           job.started_at)
+        if jobs:
+            log.info("agent.handed_back", jobs=[j.job_id for j in jobs])

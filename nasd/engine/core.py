@@ -1,0 +1,387 @@
+"""The engine: the daemon's protocol logic, applied one batch of messages per transaction.
+
+:meth:`Engine.apply` runs on the writer thread inside one SQLite transaction. It consumes decoded,
+validated messages, updates the in-memory state and the database together, and returns the messages
+to publish once the transaction has committed (acks, assignments, cancels, events). If anything
+unexpected raises, the transaction rolls back and the daemon exits; the next start rebuilds the
+engine from the database (:mod:`nasd.engine.rebuild`), so memory never outlives a lost commit.
+
+Result policy (DESIGN.md section 3): a result is accepted from an agent only for a ``(job_id,
+epoch)`` that was leased to that very agent. The first accepted result finishes the trial, even one
+from an older epoch whose lease had expired (work done is not wasted); the newer lease is then
+cancelled. Results for finished trials are duplicates: acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from nasd.engine.experiment import ExperimentRuntime
+from nasd.engine.records import (
+    AgentRecord,
+    ExperimentStatus,
+    LeaseStatus,
+    LiveTrial,
+    Outbound,
+    TrialStatus,
+    job_id_of,
+)
+from nasd.events import SlotsOpen, TrialFailed, TrialSucceeded
+from nasd.scheduler import AgentCapacity, LeaseClock, plan_assignments
+from nasd.store import repo
+from nasd.wire import AgentLeaf, agent_topic, experiment_events_topic
+
+log = structlog.get_logger("nasd.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A decoded, schema-valid message: its type, the agent its topic names, and its body."""
+
+    type: str
+    agent: str | None
+    body: Mapping[str, Any]
+
+
+class Engine:
+    """All live state of the daemon; see the module docstring for the rules it enforces."""
+
+    def __init__(self) -> None:
+        self.experiments: dict[str, ExperimentRuntime] = {}
+        self.trials: dict[str, LiveTrial] = {}
+        self.pending: dict[str, None] = {}
+        self.agents: dict[str, AgentRecord] = {}
+        self.lease_clock = LeaseClock()
+        self._out: list[Outbound] = []
+        self._rotation = 0
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def apply(
+        self, conn: sqlite3.Connection, inputs: Sequence[Inbound], now: float
+    ) -> list[Outbound]:
+        """Handle ``inputs`` in order, then expire leases, propose and assign work."""
+        from nasd.engine import control  # local: control imports this module's types
+
+        self._out = []
+        for message in inputs:
+            if message.type == "trial.result":
+                self._on_result(conn, message.agent or "", message.body, now)
+            elif message.type == "trial.progress":
+                self._on_progress(message.agent or "", message.body, now)
+            elif message.type == "agent.ready":
+                self._on_ready(conn, message.agent or "", message.body, now)
+            elif message.type == "agent.state":
+                self._on_agent_state(conn, message.agent or "", message.body, now)
+            elif message.type == "control.request":
+                control.handle(self, conn, message.body, now)
+        self._expire_leases(conn, now)
+        self._propose(conn, now)
+        self._assign(conn, now)
+        self._finish_experiments(conn, now)
+        out, self._out = self._out, []
+        return out
+
+    def assignments_to_resend(self) -> list[Outbound]:
+        """``trial.assign`` for every active lease: published again after (re)connecting."""
+        out = [
+            self._assign_message(trial)
+            for trial in self.trials.values()
+            if trial.status is TrialStatus.RUNNING and trial.agent is not None
+        ]
+        return out
+
+    def emit(self, message: Outbound) -> None:
+        """Queue a message for publication after the current transaction commits."""
+        self._out.append(message)
+
+    # -- agents ---------------------------------------------------------------------------------
+
+    def _agent(self, name: str) -> AgentRecord:
+        record = self.agents.get(name)
+        if record is None:
+            record = self.agents[name] = AgentRecord(name)
+        return record
+
+    def _on_agent_state(
+        self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
+    ) -> None:
+        record = self._agent(name)
+        if body["state"] == "online":
+            profile = dict(body["profile"])
+            record.online = True
+            record.profile = profile
+            record.slots = int(profile["slots"])
+            record.throughput = float(profile["throughput"])
+            repo.upsert_agent(conn, name, profile, record.slots, True, now)
+            log.info("agent.online", agent=name, slots=record.slots, device=profile["device"])
+            return
+        was_online = record.online
+        record.online = False
+        repo.upsert_agent(conn, name, None, None, False, now)
+        for job_id in sorted(record.leases):
+            trial = self.trials.get(job_id)
+            if trial is not None and trial.status is TrialStatus.RUNNING:
+                self._lease_lost(conn, trial, LeaseStatus.EXPIRED, "agent went offline", now)
+        if was_online:
+            log.info("agent.offline", agent=name)
+
+    def _on_ready(
+        self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
+    ) -> None:
+        record = self._agent(name)
+        slots = int(body["slots"])
+        if not record.online or record.slots != slots:
+            record.online = True
+            record.slots = slots
+            repo.upsert_agent(conn, name, None, slots, True, now)
+
+    # -- trials ---------------------------------------------------------------------------------
+
+    def _on_progress(self, name: str, body: Mapping[str, Any], now: float) -> None:
+        trial = self.trials.get(str(body["job_id"]))
+        epoch = int(body["epoch"])
+        if trial is None or trial.assignments.get(epoch) != name:
+            return
+        ttl = self.experiments[trial.experiment].config.lease_ttl_s
+        self.lease_clock.renew(trial.job_id, epoch, now + ttl)
+
+    def _on_result(
+        self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
+    ) -> None:
+        job_id = str(body["job_id"])
+        epoch = int(body["epoch"])
+        trial = self.trials.get(job_id)
+        if trial is None:
+            known = conn.execute("SELECT status FROM trials WHERE job_id = ?", (job_id,))
+            row = known.fetchone()
+            log.debug("result.duplicate", job_id=job_id, agent=name, known=row is not None)
+            self._ack(name, job_id, epoch)
+            return
+        if trial.assignments.get(epoch) != name:
+            log.warning("result.rejected", job_id=job_id, agent=name, epoch=epoch,
+                        reason="no lease for this agent and epoch")
+            return
+        status = body["status"]
+        if status == "ok":
+            self._succeed(conn, trial, name, epoch, body, now)
+        elif trial.status is TrialStatus.RUNNING and trial.epoch == epoch:
+            if status == "failed":
+                error = str(body.get("error") or "training failed")
+                self._lease_lost(conn, trial, LeaseStatus.FAILED, error, now)
+            else:
+                self._lease_lost(conn, trial, LeaseStatus.RELEASED, "handed back", now,
+                                 count_attempt=False)
+        self._ack(name, job_id, epoch)
+
+    def _succeed(
+        self,
+        conn: sqlite3.Connection,
+        trial: LiveTrial,
+        name: str,
+        epoch: int,
+        body: Mapping[str, Any],
+        now: float,
+    ) -> None:
+        exp = self.experiments[trial.experiment]
+        metrics = {str(k): float(v) for k, v in body["metrics"].items()}
+        repo.insert_result(conn, trial.job_id, trial.experiment, trial.trial_id, name, epoch,
+                           metrics, body.get("checkpoint"), body.get("started_at"),
+                           body.get("finished_at"), now)
+        repo.end_lease(conn, trial.job_id, epoch, LeaseStatus.DONE, now)
+        if trial.status is TrialStatus.RUNNING and trial.epoch != epoch and trial.agent:
+            repo.end_lease(conn, trial.job_id, trial.epoch, LeaseStatus.SUPERSEDED, now)
+            self.send_cancel(trial.agent, trial.job_id, trial.epoch)
+        self.release_agent(trial)
+        self.pending.pop(trial.job_id, None)
+        del self.trials[trial.job_id]
+        exp.finished += 1
+        exp.waiting = False
+        exp.feed(conn, TrialSucceeded(trial.trial_id, trial.genotype, metrics), now)
+        log.info("trial.finished", experiment=exp.name, trial_id=trial.trial_id, agent=name,
+                 **{exp.metric: metrics.get(exp.metric)})
+        kinds = ["finished", "best"] if exp.note_success(trial.trial_id, metrics) else ["finished"]
+        for kind in kinds:
+            self._event(exp.name, kind, trial.trial_id, metrics, trial.genotype)
+
+    def _lease_lost(
+        self,
+        conn: sqlite3.Connection,
+        trial: LiveTrial,
+        how: LeaseStatus,
+        reason: str,
+        now: float,
+        *,
+        count_attempt: bool = True,
+    ) -> None:
+        """The current lease ended without a result: retry the trial or give up on it."""
+        exp = self.experiments[trial.experiment]
+        repo.end_lease(conn, trial.job_id, trial.epoch, how, now)
+        self.release_agent(trial)
+        if count_attempt:
+            trial.attempts += 1
+        if trial.attempts < exp.config.max_attempts:
+            trial.status = TrialStatus.PENDING
+            self.pending[trial.job_id] = None
+            repo.requeue_trial(conn, trial.job_id, trial.attempts, reason)
+            log.info("trial.requeued", job_id=trial.job_id, reason=reason,
+                     attempts=trial.attempts)
+            return
+        del self.trials[trial.job_id]
+        exp.failed += 1
+        exp.waiting = False
+        repo.fail_trial(conn, trial.job_id, trial.attempts, reason, now)
+        exp.feed(conn, TrialFailed(trial.trial_id, trial.genotype, reason), now)
+        log.warning("trial.failed", job_id=trial.job_id, reason=reason, attempts=trial.attempts)
+        self._event(exp.name, "failed", trial.trial_id, {}, trial.genotype)
+
+    def release_agent(self, trial: LiveTrial) -> None:
+        if trial.agent is not None:
+            self._agent(trial.agent).leases.discard(trial.job_id)
+        self.lease_clock.stop(trial.job_id)
+        trial.agent = None
+
+    def _expire_leases(self, conn: sqlite3.Connection, now: float) -> None:
+        for job_id, epoch in self.lease_clock.expired(now):
+            trial = self.trials.get(job_id)
+            if trial is None or trial.status is not TrialStatus.RUNNING or trial.epoch != epoch:
+                continue
+            if trial.agent is not None:
+                self.send_cancel(trial.agent, job_id, epoch)
+            self._lease_lost(conn, trial, LeaseStatus.EXPIRED, "lease expired", now)
+
+    # -- proposing and assigning ----------------------------------------------------------------
+
+    def _propose(self, conn: sqlite3.Connection, now: float) -> None:
+        spare = sum(a.free for a in self.agents.values()) - len(self.pending)
+        runnable = [
+            e for e in self.experiments.values()
+            if e.status is ExperimentStatus.RUNNING and e.remaining > 0 and not e.waiting
+        ]
+        if spare <= 0 or not runnable:
+            return
+        self._rotation = (self._rotation + 1) % len(runnable)
+        ordered = runnable[self._rotation:] + runnable[: self._rotation]
+        share = max(1, spare // len(ordered))
+        for exp in ordered:
+            offer = min(share, spare, exp.remaining)
+            if offer <= 0:
+                continue
+            ids = tuple(range(exp.next_trial_id, exp.next_trial_id + offer))
+            candidates = exp.feed(conn, SlotsOpen(ids), now)
+            self._admit(conn, exp, ids, candidates, now)
+            spare -= len(candidates)
+            exp.waiting = len(candidates) < offer
+
+    def _admit(
+        self,
+        conn: sqlite3.Connection,
+        exp: ExperimentRuntime,
+        ids: tuple[int, ...],
+        candidates: Iterable[Any],
+        now: float,
+    ) -> None:
+        rows = []
+        for index, cand in enumerate(candidates):
+            if index >= len(ids) or cand.trial_id != ids[index]:
+                raise RuntimeError(
+                    f"strategy {exp.config.strategy_name!r} broke the protocol: candidate "
+                    f"{cand.trial_id} is not offered id #{index} of {ids}"
+                )
+            exp.space.validate(cand.genotype)
+            job_id = job_id_of(exp.name, cand.trial_id)
+            trial = LiveTrial(
+                job_id=job_id, experiment=exp.name, trial_id=cand.trial_id,
+                genotype=dict(cand.genotype), parent_id=cand.parent_id,
+                morphisms=[dict(m) for m in cand.morphisms], epochs=cand.budget,
+                status=TrialStatus.PENDING,
+            )
+            self.trials[job_id] = trial
+            self.pending[job_id] = None
+            rows.append(repo.trial_row(job_id, exp.name, cand.trial_id, trial.genotype,
+                                       cand.parent_id, trial.morphisms, cand.budget,
+                                       TrialStatus.PENDING, now))
+            exp.next_trial_id += 1
+        repo.insert_trials(conn, rows)
+
+    def _assign(self, conn: sqlite3.Connection, now: float) -> None:
+        if not self.pending:
+            return
+        capacities = [
+            AgentCapacity(a.name, a.free, a.throughput) for a in self.agents.values() if a.free
+        ]
+        if not capacities:
+            return
+        for job_id, name in plan_assignments(list(self.pending), capacities):
+            trial = self.trials[job_id]
+            ttl = self.experiments[trial.experiment].config.lease_ttl_s
+            trial.epoch += 1
+            trial.status = TrialStatus.RUNNING
+            trial.agent = name
+            trial.assignments[trial.epoch] = name
+            self._agent(name).leases.add(job_id)
+            del self.pending[job_id]
+            repo.assign_trial(conn, job_id, trial.epoch, name, now)
+            self.lease_clock.start(job_id, trial.epoch, now + ttl)
+            self.emit(self._assign_message(trial))
+
+    def _assign_message(self, trial: LiveTrial) -> Outbound:
+        config = self.experiments[trial.experiment].config
+        assert trial.agent is not None
+        body = {
+            "job_id": trial.job_id,
+            "experiment": trial.experiment,
+            "trial_id": trial.trial_id,
+            "epoch": trial.epoch,
+            "genotype": trial.genotype,
+            "space": config.space,
+            "task": {"trainer": config.trainer, "options": config.task.get("options", {})},
+            "epochs": trial.epochs if trial.epochs is not None else config.epochs,
+            "seed": (config.seed * 1_000_003 + trial.trial_id) % (2**31),
+            "parent_id": trial.parent_id,
+            "morphisms": trial.morphisms,
+        }
+        return Outbound(agent_topic(trial.agent, AgentLeaf.ASSIGN), "trial.assign", body)
+
+    # -- experiments ----------------------------------------------------------------------------
+
+    def _finish_experiments(self, conn: sqlite3.Connection, now: float) -> None:
+        for exp in self.experiments.values():
+            if exp.status is ExperimentStatus.RUNNING and exp.complete:
+                exp.status = ExperimentStatus.DONE
+                repo.set_experiment_status(conn, exp.name, exp.status, now)
+                repo.append_event(conn, exp.name, "experiment_done", {}, now)
+                exp.maybe_snapshot(conn, now, force=True)
+                log.info("experiment.done", experiment=exp.name, finished=exp.finished,
+                         failed=exp.failed)
+                self._event(exp.name, "done", None, {}, None)
+            else:
+                exp.maybe_snapshot(conn, now)
+
+    # -- outbound helpers -----------------------------------------------------------------------
+
+    def _ack(self, agent: str, job_id: str, epoch: int) -> None:
+        if agent:
+            self.emit(Outbound(agent_topic(agent, AgentLeaf.ACK), "trial.ack",
+                               {"job_id": job_id, "epoch": epoch}))
+
+    def send_cancel(self, agent: str, job_id: str, epoch: int) -> None:
+        self.emit(Outbound(agent_topic(agent, AgentLeaf.CANCEL), "trial.cancel",
+                           {"job_id": job_id, "epoch": epoch}))
+
+    def _event(
+        self,
+        experiment: str,
+        kind: str,
+        trial_id: int | None,
+        metrics: Mapping[str, float],
+        genotype: Mapping[str, Any] | None,
+    ) -> None:
+        body = {"experiment": experiment, "kind": kind, "trial_id": trial_id,
+                "metrics": dict(metrics), "genotype": dict(genotype) if genotype else None}
+        self.emit(Outbound(experiment_events_topic(experiment), "experiment.event", body, qos=0))

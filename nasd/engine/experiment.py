@@ -1,0 +1,98 @@
+"""One experiment's runtime: its strategy, counters, and the log of what the strategy consumed."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nasd.config import ExperimentConfig
+from nasd.events import StrategyEvent, event_kind, event_to_dict
+from nasd.space import SearchSpace, build_space
+from nasd.store import repo
+from nasd.strategy import Candidate, Strategy, build_strategy
+
+from nasd.engine.records import ExperimentStatus
+
+SNAPSHOT_EVERY = 500
+"""Strategy events between two snapshots; a snapshot bounds the replay work after a restart."""
+
+
+@dataclass(slots=True)
+class Best:
+    """The best successful trial so far, by the strategy's metric."""
+
+    trial_id: int
+    score: float
+    metrics: dict[str, float]
+
+
+@dataclass(slots=True)
+class ExperimentRuntime:
+    """Strategy + counters; :meth:`feed` is the only way events reach the strategy."""
+
+    config: ExperimentConfig
+    space: SearchSpace
+    strategy: Strategy
+    status: ExperimentStatus = ExperimentStatus.RUNNING
+    next_trial_id: int = 0
+    finished: int = 0
+    failed: int = 0
+    waiting: bool = False
+    last_seq: int = 0
+    events_since_snapshot: int = 0
+    best: Best | None = None
+    metric: str = field(default="val_acc")
+
+    @classmethod
+    def create(cls, config: ExperimentConfig) -> ExperimentRuntime:
+        """Build the space and a fresh strategy (seeded from the config)."""
+        space = build_space(config.space)
+        strategy = build_strategy(config.strategy_name, space, config.seed, config.strategy_params)
+        return cls(config=config, space=space, strategy=strategy, metric=strategy.metric)
+
+    @property
+    def name(self) -> str:
+        """The experiment's unique name."""
+        return self.config.name
+
+    @property
+    def remaining(self) -> int:
+        """Trials the budget still allows to be proposed."""
+        return max(0, self.config.budget - self.next_trial_id)
+
+    @property
+    def complete(self) -> bool:
+        """True once every trial of the budget has finished or failed."""
+        return self.next_trial_id >= self.config.budget and (
+            self.finished + self.failed >= self.config.budget
+        )
+
+    def feed(
+        self, conn: sqlite3.Connection, event: StrategyEvent, now: float
+    ) -> Sequence[Candidate]:
+        """Persist ``event`` to the log, then hand it to the strategy (write-ahead)."""
+        self.last_seq = repo.append_event(
+            conn, self.name, event_kind(event), event_to_dict(event), now
+        )
+        self.events_since_snapshot += 1
+        return self.strategy.react(event)
+
+    def replay(self, event: StrategyEvent, seq: int) -> None:
+        """Re-feed a logged event during a rebuild; the candidates are already in ``trials``."""
+        self.strategy.react(event)
+        self.last_seq = seq
+
+    def note_success(self, trial_id: int, metrics: dict[str, float]) -> bool:
+        """Update the best-so-far; True if ``trial_id`` is the new best."""
+        score = self.strategy.score(metrics)
+        if self.best is None or score > self.best.score:
+            self.best = Best(trial_id, score, dict(metrics))
+            return True
+        return False
+
+    def maybe_snapshot(self, conn: sqlite3.Connection, now: float, *, force: bool = False) -> None:
+        """Save the strategy's state when enough events piled up since the last snapshot."""
+        if self.events_since_snapshot and (force or self.events_since_snapshot >= SNAPSHOT_EVERY):
+            repo.save_snapshot(conn, self.name, self.last_seq, self.strategy.state_dict(), now)
+            self.events_since_snapshot = 0

@@ -1,0 +1,48 @@
+"""structlog set-up: events with key-value fields; pretty on a terminal, JSON lines otherwise.
+
+JSON lines are what journald and log shippers want; the console renderer is for people. Either can
+be forced with ``fmt``. Logs go to stderr (or a file), never to stdout, which the CLI keeps for
+results (``--json`` output, progress).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO, Any
+
+import structlog
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure(level: str = "info", *, fmt: str = "auto", stream: IO[str] | None = None) -> None:
+    """Configure structlog (and the stdlib loggers of libraries) once per process."""
+    if level not in LEVELS:
+        from nasd.errors import ConfigError
+
+        raise ConfigError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+    out = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    numeric = getattr(logging, level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
+    for noisy in ("amqtt", "transitions", "paho", "asyncio", "mqtt"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -1,0 +1,208 @@
+"""The aiomqtt adapter: broker URLs, a reconnecting link with birth and last will, publishing.
+
+Everything network-shaped from paho/aiomqtt stops here. :class:`Link` keeps one connection alive
+(reconnecting with back-off), re-runs ``on_connect`` after every (re)connection so the owner can
+publish its birth message and re-send what the broker may have lost, and queues every received
+message on :attr:`Link.inbox`. Correctness never depends on the broker keeping state: the owner's
+``on_connect`` re-sends what matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+import structlog
+
+from nasd.errors import ConfigError
+
+log = structlog.get_logger("nasd.mqtt")
+
+MAX_INFLIGHT = 1000
+"""QoS-1 messages a client may have unacknowledged at once (paho's default is 20)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://`` (TLS, system CA store)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        """Parse a broker URL; a malformed one is a ConfigError saying what is wrong."""
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ConfigError(
+                f"broker URL {url!r}: scheme must be mqtt:// or mqtts:// "
+                "(e.g. mqtt://127.0.0.1:1883)"
+            )
+        if not parts.hostname:
+            raise ConfigError(f"broker URL {url!r}: no host")
+        tls = parts.scheme in ("mqtts", "ssl")
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise ConfigError(f"broker URL {url!r}: port must be a number 1-65535") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        """The URL without the password (safe to log)."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+class Link:
+    """One long-lived, reconnecting MQTT connection.
+
+    ``subscriptions`` are (re)made on every connection before ``on_connect`` runs. ``clean_session``
+    is off by default so the broker queues QoS-1 messages while we are away (a bonus, never relied
+    on).
+    """
+
+    def __init__(
+        self,
+        url: BrokerUrl,
+        client_id: str,
+        *,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        will: Publication | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        clean_session: bool = False,
+        keepalive: int = 10,
+    ) -> None:
+        self.url = url
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self.will = will
+        self.on_connect = on_connect
+        self.clean_session = clean_session
+        self.keepalive = keepalive
+        self.inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self.connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._closing = False
+
+    def _make_client(self) -> aiomqtt.Client:
+        will = None
+        if self.will is not None:
+            will = aiomqtt.Will(
+                self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain
+            )
+        return aiomqtt.Client(
+            self.url.host,
+            self.url.port,
+            username=self.url.username,
+            password=self.url.password,
+            identifier=self.client_id,
+            clean_session=self.clean_session,
+            will=will,
+            keepalive=self.keepalive,
+            tls_context=ssl.create_default_context() if self.url.tls else None,
+            max_inflight_messages=MAX_INFLIGHT,
+            timeout=30,
+        )
+
+    async def run(self, *, first_connect_timeout: float | None = None) -> None:
+        """Connect, subscribe, call ``on_connect``, pump messages; reconnect forever.
+
+        With ``first_connect_timeout``, failing to connect the first time within that many seconds
+        raises :class:`nasd.errors.BrokerUnavailable` (so a CLI can say so instead of hanging).
+        """
+        from nasd.errors import BrokerUnavailable
+
+        backoff = 0.2
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ever_connected = False
+        while not self._closing:
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    for topic, qos in self.subscriptions:
+                        await client.subscribe(topic, qos=qos)
+                    self.connected.set()
+                    ever_connected = True
+                    backoff = 0.2
+                    log.info("broker.connected", broker=str(self.url), client_id=self.client_id)
+                    if self.on_connect is not None:
+                        await self.on_connect()
+                    async for message in client.messages:
+                        self.inbox.put_nowait(message)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                self._client = None
+                if self._closing:
+                    return
+                waited = loop.time() - started
+                if (
+                    not ever_connected
+                    and first_connect_timeout is not None
+                    and waited > first_connect_timeout
+                ):
+                    raise BrokerUnavailable(
+                        f"cannot reach the MQTT broker at {self.url}: {exc}"
+                    ) from None
+                log.warning("broker.disconnected", broker=str(self.url), error=str(exc),
+                            retry_in=round(backoff, 2))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.connected.clear()
+                self._client = None
+
+    async def publish(self, message: Publication) -> bool:
+        """Publish once connected; False (logged) if the connection dropped meanwhile."""
+        await self.connected.wait()
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(
+                message.topic, message.payload, qos=message.qos, retain=message.retain
+            )
+        except aiomqtt.MqttError as exc:
+            log.warning("publish.failed", topic=message.topic, error=str(exc))
+            return False
+        return True
+
+    async def publish_many(self, messages: Iterable[Publication]) -> None:
+        """Publish a batch concurrently (QoS-1 round trips overlap); order per topic is kept."""
+        await asyncio.gather(*(self.publish(m) for m in messages))
+
+    async def close(self, farewell: Iterable[Publication] = ()) -> None:
+        """Publish ``farewell`` (e.g. a retained "offline" state) and stop reconnecting.
+
+        The owner then cancels the task running :meth:`run`; leaving ``async with`` sends a clean
+        DISCONNECT, so the broker does not publish the last will.
+        """
+        self._closing = True
+        if self._client is not None and self.connected.is_set():
+            for message in farewell:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.publish(message), timeout=5)

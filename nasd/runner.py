@@ -1,0 +1,158 @@
+"""``nasd run``: the whole service in one command — embedded broker, daemon, local agents.
+
+Everything a run writes lives beside its database: ``<db dir>/<experiment>/`` holds the daemon and
+agent logs, the agents' spools and the checkpoints. Running the same command again resumes the
+experiment from its database; ``--fresh`` deletes the database first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from nasd.broker import EmbeddedBroker
+from nasd.config import ExperimentConfig
+from nasd.daemon import Daemon, DaemonOptions
+from nasd.errors import ConfigError
+from nasd.mqtt import BrokerUrl
+from nasd.progress import ProgressView
+from nasd.store import open_reader, queries
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What ``nasd run`` was asked to do."""
+
+    config: ExperimentConfig
+    db: Path
+    agents: int = 2
+    fresh: bool = False
+    benchmark_seconds: float = 1.0
+
+
+def delete_database(db: Path) -> None:
+    """Remove a database and its WAL files (``--fresh``)."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{db}{suffix}").unlink()
+
+
+async def _spawn_agent(
+    url: str, index: int, count: int, run_dir: Path, benchmark_seconds: float
+) -> asyncio.subprocess.Process:
+    threads = max(1, (os.cpu_count() or 1) // count)
+    name = f"local-{index}"
+    log_file = (run_dir / f"agent-{index}.log").open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agents.cli", "--broker", url, "--name", name,
+            "--device", "cpu", "--slots", "1", "--threads", str(threads),
+            "--spool", str(run_dir / "spool" / name),
+            "--checkpoints", str(run_dir / "checkpoints"),
+            "--benchmark-seconds", str(benchmark_seconds),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+        )
+    finally:
+        log_file.close()
+
+
+async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> dict[str, Any] | None:
+    """Run the experiment to completion (or Ctrl-C); return its best trial."""
+    config = options.config
+    if options.fresh:
+        delete_database(options.db)
+    run_dir = options.db.parent / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _already_complete(options.db, config.name):
+        print(f"{config.name}: already complete in {options.db} (use --fresh to start over)",
+              file=out)
+        return _best(options.db, config.name)
+    broker = EmbeddedBroker()
+    await broker.start()
+    daemon = Daemon(DaemonOptions(BrokerUrl.parse(broker.url), options.db,
+                                  connect_timeout_s=15.0), [config])
+    daemon_task = asyncio.create_task(daemon.run(install_signals=False), name="daemon")
+    agents: list[asyncio.subprocess.Process] = []
+    view = ProgressView(config, options.db, out)
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupted.set)
+    try:
+        await _wait_first(daemon.ready.wait(), daemon_task)
+        agents = [
+            await _spawn_agent(broker.url, i, options.agents, run_dir, options.benchmark_seconds)
+            for i in range(options.agents)
+        ]
+        view.start(broker.url, options.agents)
+        while not interrupted.is_set() and not daemon_task.done():
+            summary = view.refresh()
+            if summary is not None and summary["status"] in ("done", "cancelled"):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interrupted.wait(), timeout=0.5)
+    finally:
+        await _stop_agents(agents)
+        daemon.stop()
+        with contextlib.suppress(Exception):
+            await daemon_task
+        await broker.stop()
+    if daemon_task.done() and daemon_task.exception() is not None:
+        raise daemon_task.exception()  # type: ignore[misc]
+    view.finish(interrupted.is_set())
+    return _best(options.db, config.name)
+
+
+async def _wait_first(ready: Any, task: asyncio.Task[None]) -> None:
+    waiter = asyncio.ensure_future(ready)
+    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+        raise ConfigError("the daemon stopped before it was ready")
+
+
+async def _stop_agents(agents: list[asyncio.subprocess.Process]) -> None:
+    for proc in agents:
+        if proc.returncode is None:
+            proc.terminate()
+    for proc in agents:
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def _already_complete(db: Path, name: str) -> bool:
+    if not db.exists():
+        return False
+    conn = open_reader(db)
+    try:
+        summary = queries.experiment_summary(conn, name)
+    finally:
+        conn.close()
+    return summary is not None and summary["status"] == "done"
+
+
+def _best(db: Path, name: str) -> dict[str, Any] | None:
+    conn = open_reader(db)
+    try:
+        return queries.best_trial(conn, name)
+    finally:
+        conn.close()
+
+
+def default_db(config: ExperimentConfig) -> Path:
+    """Where ``nasd run`` keeps an experiment's database unless ``--db`` says otherwise."""
+    return Path("runs") / f"{config.name}.db"
+
+

@@ -1,0 +1,56 @@
+"""The search-space protocol.
+
+A search space is a pure object built from a JSON-able ``spec`` (the ``[space]`` table of an
+experiment config). It samples, mutates and validates *genotypes* — JSON-compatible dicts — and
+computes cheap objectives (parameters, FLOPs) without training. Randomness always comes from a
+``random.Random`` passed in, never from global state, so strategies stay deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from nasd.events import Genotype
+
+
+def canonical_json(genotype: Mapping[str, Any]) -> str:
+    """The canonical text of a genotype: sorted keys, no spaces. Equal genotypes, equal text."""
+    return json.dumps(genotype, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class SearchSpace(ABC):
+    """Base class of every search space; subclasses register under a unique ``kind``."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """The JSON-able spec (including ``"kind"``) that rebuilds an equal space."""
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> Genotype:
+        """A uniformly random valid genotype (uniform over the space's choices)."""
+
+    @abstractmethod
+    def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
+        """A valid genotype that differs from ``genotype`` by one of the space's mutation operators.
+
+        Never returns a genotype equal to the input (unless the space has a single member).
+        Never modifies its argument.
+        """
+
+    @abstractmethod
+    def validate(self, genotype: Any) -> None:
+        """Raise :class:`nasd.errors.InvalidGenotype` with a clear message unless valid."""
+
+    @abstractmethod
+    def cost(self, genotype: Genotype) -> dict[str, float]:
+        """Cheap objectives computed without training: ``params`` and ``flops`` where defined."""
+
+    def describe(self, genotype: Genotype) -> str:
+        """A short human-readable form for logs and the CLI (default: canonical JSON)."""
+        return canonical_json(genotype)

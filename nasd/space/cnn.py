@@ -1,0 +1,365 @@
+"""A plain CNN space for 1-D or 2-D inputs, in the spirit of Zoph & Le (ICLR 2017).
+
+A genotype is ``{"layers": [{"kernel", "filters", "stride", "pool", "skips"}, ...]}``. Layer ``i``
+reads the output of layer ``i-1`` (the network input for ``i = 0``) concatenated along channels
+with the outputs of the layers in its ``skips`` (sorted, unique, each ``j <= i-2``), every skip
+source adaptively average-pooled to the current spatial size. Each layer is
+``Conv(bias=False, padding=kernel//2) -> BatchNorm -> ReLU -> pool(2, stride 2)``; the pool is
+left out when any spatial dimension is already below 2, so sizes never reach 0. The head is
+``flatten -> Linear`` or ``global average pool -> Linear``.
+
+:meth:`CnnSpace.plan` resolves a genotype into channel counts and spatial sizes; the cost model
+and the PyTorch builder (``agents.models.cnn``) both read that plan, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nasd.errors import ConfigError, InvalidGenotype
+from nasd.events import Genotype
+from nasd.space._base import SearchSpace
+
+POOLS: tuple[str, ...] = ("none", "max", "avg")
+HEADS: tuple[str, ...] = ("flatten", "gap")
+LAYER_KEYS: frozenset[str] = frozenset({"kernel", "filters", "stride", "pool", "skips"})
+MAX_LAYERS_LIMIT = 64
+SKIP_PROBABILITY = 0.25
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _choice_list(name: str, value: Any, what: str, ok: Any) -> tuple[Any, ...]:
+    """A non-empty list without repeats whose items satisfy ``ok``; else a ConfigError."""
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or not value
+        or not all(ok(v) for v in value)
+    ):
+        raise ConfigError(f"space.{name}: expected a non-empty list of {what}, got {_short(value)}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"space.{name}: values must not repeat, got {_short(value)}")
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerPlan:
+    """One resolved layer: channels in and out, the effective pool and the spatial sizes."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    pool: str  # "none" when the genotype says so or when the input is too small to pool
+    skips: tuple[int, ...]
+    in_size: tuple[int, ...]  # spatial size of the concatenated input
+    conv_size: tuple[int, ...]  # after the convolution
+    out_size: tuple[int, ...]  # after the pool
+
+
+@dataclass(frozen=True, slots=True)
+class CnnPlan:
+    """A genotype resolved against its space: everything a model builder or cost model needs."""
+
+    in_channels: int
+    input_size: tuple[int, ...]
+    layers: tuple[LayerPlan, ...]
+    head: str
+    head_features: int
+    num_classes: int
+
+
+class CnnSpace(SearchSpace):
+    """Chain-structured CNNs with optional skip connections (see the module docstring)."""
+
+    kind: ClassVar[str] = "cnn"
+    SPEC_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"input_shape", "num_classes", "min_layers", "max_layers", "skips", "head"}
+        | {"kernels", "filters", "strides", "pools"}
+    )
+    REQUIRED_KEYS: ClassVar[frozenset[str]] = frozenset({"input_shape", "num_classes"})
+
+    def __init__(
+        self,
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
+        min_layers: int = 1,
+        max_layers: int = 6,
+        kernels: Sequence[int] = (3, 5, 7),
+        filters: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (1, 2),
+        pools: Sequence[str] = POOLS,
+        skips: bool = True,
+        head: str = "flatten",
+    ) -> None:
+        if (
+            not isinstance(input_shape, Sequence)
+            or len(input_shape) not in (2, 3)
+            or not all(_is_int(d) and d > 0 for d in input_shape)
+        ):
+            raise ConfigError(
+                "space.input_shape: expected [channels, length] or [channels, height, width] "
+                f"of positive ints, got {_short(input_shape)}"
+            )
+        if not _is_int(num_classes) or num_classes < 1:
+            raise ConfigError(f"space.num_classes: expected a positive int, got {num_classes!r}")
+        if not _is_int(min_layers) or min_layers < 1:
+            raise ConfigError(f"space.min_layers: expected an int >= 1, got {min_layers!r}")
+        if not _is_int(max_layers) or not min_layers <= max_layers <= MAX_LAYERS_LIMIT:
+            raise ConfigError(
+                f"space.max_layers: expected an int in [min_layers={min_layers}, "
+                f"{MAX_LAYERS_LIMIT}], got {max_layers!r}"
+            )
+        positive = lambda v: _is_int(v) and v > 0  # noqa: E731
+        self.kernels = _choice_list(
+            "kernels", kernels, "odd ints", lambda v: positive(v) and v % 2 == 1
+        )
+        self.filters = _choice_list("filters", filters, "positive ints", positive)
+        self.strides = _choice_list("strides", strides, "positive ints", positive)
+        self.pools = _choice_list("pools", pools, f"names from {list(POOLS)}", lambda v: v in POOLS)
+        if not isinstance(skips, bool):
+            raise ConfigError(f"space.skips: expected true or false, got {_short(skips)}")
+        if head not in HEADS:
+            raise ConfigError(f"space.head: expected one of {list(HEADS)}, got {_short(head)}")
+        # The per-layer choices, by genotype key; the order fixes how sampling consumes the rng.
+        self._genes: dict[str, tuple[Any, ...]] = {
+            "kernel": self.kernels,
+            "filters": self.filters,
+            "stride": self.strides,
+            "pool": self.pools,
+        }
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.min_layers = min_layers
+        self.max_layers = max_layers
+        self.skips = skips
+        self.head = head
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> CnnSpace:
+        """Build from a ``[space]`` table (``kind`` is ignored); unknown keys are refused."""
+        options = {k: v for k, v in spec.items() if k != "kind"}
+        unknown = sorted(set(options) - cls.SPEC_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"space.{unknown[0]}: unknown key for kind 'cnn'; allowed: {sorted(cls.SPEC_KEYS)}"
+            )
+        missing = sorted(cls.REQUIRED_KEYS - set(options))
+        if missing:
+            raise ConfigError(f"space.{missing[0]}: required for kind 'cnn'")
+        return cls(**options)
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON-able spec, defaults filled in, that rebuilds this space."""
+        return {
+            "kind": self.kind,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "min_layers": self.min_layers,
+            "max_layers": self.max_layers,
+            "kernels": list(self.kernels),
+            "filters": list(self.filters),
+            "strides": list(self.strides),
+            "pools": list(self.pools),
+            "skips": self.skips,
+            "head": self.head,
+        }
+
+    # -- genotypes -----------------------------------------------------------------------------
+
+    def _random_layer(self, index: int, rng: random.Random) -> dict[str, Any]:
+        skips = [j for j in range(index - 1) if self.skips and rng.random() < SKIP_PROBABILITY]
+        genes = {key: choices[rng.randrange(len(choices))] for key, choices in self._genes.items()}
+        return {**genes, "skips": skips}
+
+    def sample(self, rng: random.Random) -> Genotype:
+        """Depth uniform in [min_layers, max_layers]; choices uniform; each skip with p = 0.25.
+
+        No rejection is needed: convolutions keep sizes >= 1 and pools are left out on inputs
+        smaller than 2, so every sampled genotype is valid.
+        """
+        depth = rng.randint(self.min_layers, self.max_layers)
+        return {"layers": [self._random_layer(i, rng) for i in range(depth)]}
+
+    def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
+        """Apply one operator chosen uniformly among those applicable to ``genotype``.
+
+        Operators: change the kernel, filters, stride or pool of one layer; insert a random
+        layer; remove a layer (skips re-indexed); add or remove one skip connection.
+        """
+        self.validate(genotype)
+        layers = [{**layer, "skips": list(layer["skips"])} for layer in genotype["layers"]]
+        operators = self._applicable(layers)
+        if not operators:
+            return {"layers": layers}  # the space has a single member
+        operator = operators[rng.randrange(len(operators))]
+        if operator in self._genes:
+            layer = layers[rng.randrange(len(layers))]
+            others = [c for c in self._genes[operator] if c != layer[operator]]
+            layer[operator] = others[rng.randrange(len(others))]
+        elif operator == "insert":
+            layers = self._insert(layers, rng.randint(0, len(layers)), rng)
+        elif operator == "remove":
+            layers = _remove(layers, rng.randrange(len(layers)))
+        elif operator == "add_skip":
+            missing = self._missing_skips(layers)
+            i, j = missing[rng.randrange(len(missing))]
+            layers[i]["skips"] = sorted([*layers[i]["skips"], j])
+        else:
+            present = [(i, j) for i, layer in enumerate(layers) for j in layer["skips"]]
+            i, j = present[rng.randrange(len(present))]
+            layers[i]["skips"].remove(j)
+        return {"layers": layers}
+
+    def _applicable(self, layers: list[dict[str, Any]]) -> list[str]:
+        operators = [key for key, choices in self._genes.items() if len(choices) > 1]
+        if len(layers) < self.max_layers:
+            operators.append("insert")
+        if len(layers) > self.min_layers:
+            operators.append("remove")
+        if self._missing_skips(layers):
+            operators.append("add_skip")
+        if any(layer["skips"] for layer in layers):
+            operators.append("remove_skip")
+        return operators
+
+    def _missing_skips(self, layers: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        if not self.skips:
+            return []
+        return [
+            (i, j) for i in range(len(layers)) for j in range(i - 1) if j not in layers[i]["skips"]
+        ]
+
+    def _insert(
+        self, layers: list[dict[str, Any]], at: int, rng: random.Random
+    ) -> list[dict[str, Any]]:
+        """A new random layer at index ``at``; later skips are shifted to follow their sources."""
+        shifted = [
+            {**layer, "skips": [j + 1 if j >= at else j for j in layer["skips"]]}
+            if i >= at
+            else layer
+            for i, layer in enumerate(layers)
+        ]
+        return [*shifted[:at], self._random_layer(at, rng), *shifted[at:]]
+
+    def validate(self, genotype: Any) -> None:
+        """Check keys, choices, depth and skips; raise :class:`InvalidGenotype` with the path."""
+        if not isinstance(genotype, Mapping) or set(genotype) != {"layers"}:
+            raise InvalidGenotype(f'expected {{"layers": [...]}}, got {_short(genotype)}')
+        layers = genotype["layers"]
+        if not isinstance(layers, list):
+            raise InvalidGenotype(f"layers: expected a list, got {_short(layers)}")
+        if not self.min_layers <= len(layers) <= self.max_layers:
+            raise InvalidGenotype(
+                f"layers: expected {self.min_layers} to {self.max_layers} layers, got {len(layers)}"
+            )
+        for i, layer in enumerate(layers):
+            self._check_layer(i, layer)
+
+    def _check_layer(self, i: int, layer: Any) -> None:
+        where = f"layers[{i}]"
+        if not isinstance(layer, Mapping) or set(layer) != LAYER_KEYS:
+            raise InvalidGenotype(
+                f"{where}: expected a table with keys {sorted(LAYER_KEYS)}, got {_short(layer)}"
+            )
+        for key, choices in self._genes.items():
+            value = layer[key]
+            typed = isinstance(value, str) if key == "pool" else _is_int(value)
+            if not typed or value not in choices:
+                raise InvalidGenotype(
+                    f"{where}.{key}: {_short(value)} is not one of {list(choices)}"
+                )
+        skips = layer["skips"]
+        allowed = list(range(i - 1)) if self.skips else []
+        if (
+            not isinstance(skips, list)
+            or not all(_is_int(j) and j in allowed for j in skips)
+            or any(a >= b for a, b in itertools.pairwise(skips))
+        ):
+            raise InvalidGenotype(
+                f"{where}.skips: expected sorted unique layer indices from {allowed}, "
+                f"got {_short(skips)}"
+            )
+
+    # -- resolution and cost -------------------------------------------------------------------
+
+    def plan(self, genotype: Genotype) -> CnnPlan:
+        """Resolve channel counts and spatial sizes; validates ``genotype`` first."""
+        self.validate(genotype)
+        channels = [self.input_shape[0]]  # channels[i + 1] = output channels of layer i
+        sizes = [tuple(self.input_shape[1:])]  # sizes[i + 1] = output size of layer i
+        plans = []
+        for i, layer in enumerate(genotype["layers"]):
+            skips = tuple(layer["skips"])
+            in_channels = channels[i] + sum(channels[j + 1] for j in skips)
+            conv_size = tuple(math.ceil(s / layer["stride"]) for s in sizes[i])
+            poolable = layer["pool"] != "none" and min(conv_size) >= 2
+            out_size = tuple(s // 2 for s in conv_size) if poolable else conv_size
+            plans.append(
+                LayerPlan(
+                    in_channels,
+                    layer["filters"],
+                    layer["kernel"],
+                    layer["stride"],
+                    layer["pool"] if poolable else "none",
+                    skips,
+                    sizes[i],
+                    conv_size,
+                    out_size,
+                )
+            )
+            channels.append(layer["filters"])
+            sizes.append(out_size)
+        head_features = channels[-1] * (math.prod(sizes[-1]) if self.head == "flatten" else 1)
+        return CnnPlan(
+            self.input_shape[0], sizes[0], tuple(plans), self.head, head_features, self.num_classes
+        )
+
+    def cost(self, genotype: Genotype) -> dict[str, float]:
+        """Exact trainable parameters and multiply-accumulates (convolutions and linear head)."""
+        plan = self.plan(genotype)
+        params = flops = 0
+        for layer in plan.layers:
+            weights = layer.in_channels * layer.out_channels * layer.kernel ** len(layer.in_size)
+            params += weights + 2 * layer.out_channels  # conv (no bias) + BN affine
+            flops += weights * math.prod(layer.conv_size)
+        params += plan.head_features * plan.num_classes + plan.num_classes
+        flops += plan.head_features * plan.num_classes
+        return {"params": float(params), "flops": float(flops)}
+
+    def describe(self, genotype: Genotype) -> str:
+        """One ``k<kernel> f<filters> s<stride> <pool> [+skips]`` group per layer."""
+        parts = []
+        for layer in genotype["layers"]:
+            text = f"k{layer['kernel']} f{layer['filters']} s{layer['stride']} {layer['pool']}"
+            if layer["skips"]:
+                text += " +" + ",".join(str(j) for j in layer["skips"])
+            parts.append(text)
+        return " | ".join(parts)
+
+
+def _remove(layers: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
+    """Drop layer ``at``: skips to it vanish, later indices shift down, and a skip that now names
+    its layer's direct predecessor (already its input) is dropped."""
+    kept = []
+    for i, layer in enumerate(layers):
+        if i == at:
+            continue
+        new_index = i if i < at else i - 1
+        skips = [j if j < at else j - 1 for j in layer["skips"] if j != at]
+        kept.append({**layer, "skips": skips})
+    return kept

@@ -1,0 +1,399 @@
+"""A general hyperparameter space: categorical, int, uniform and log-uniform parameters.
+
+Each parameter may carry a ``condition`` (``{"param": other, "in": [values]}``): it is *active*
+only when ``other`` is active and takes one of the listed values. A genotype holds exactly the
+active parameters. This is the space the random, evolutionary and hill-climbing strategies use
+for plain hyperparameter optimisation, and the ``hparams`` MLP builder reads its ``layers``,
+``width``, ``activation`` and ``dropout`` keys.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nasd.errors import ConfigError, InvalidGenotype
+from nasd.events import Genotype
+from nasd.space._base import SearchSpace
+
+PARAM_TYPES = ("categorical", "int", "uniform", "loguniform")
+_PARAM_KEYS = {
+    "categorical": {"type", "choices", "condition"},
+    "int": {"type", "low", "high", "condition"},
+    "uniform": {"type", "low", "high", "condition"},
+    "loguniform": {"type", "low", "high", "condition"},
+}
+_SIGMA_FRACTION = 0.2  # gaussian mutation width, as a fraction of the (log-)range
+_RESAMPLE_PROBABILITY = 0.2  # int mutation: share of moves that resample instead of stepping
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equality that keeps ``True``, ``1`` and ``1.0`` apart (they are different choices)."""
+    return type(a) is type(b) and a == b
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``param`` must be active and take one of ``values`` for the owner to be active."""
+
+    param: str
+    values: tuple[Any, ...]
+
+    def holds(self, genotype: Mapping[str, Any]) -> bool:
+        """True when the parent is present in ``genotype`` with one of the listed values."""
+        if self.param not in genotype:
+            return False
+        return any(_same_value(genotype[self.param], v) for v in self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One hyperparameter: its type, its domain and an optional activation condition."""
+
+    name: str
+    type: str
+    choices: tuple[Any, ...] = ()
+    low: float = 0.0
+    high: float = 0.0
+    condition: Condition | None = None
+
+    @property
+    def mutable(self) -> bool:
+        """Whether the parameter has more than one value (a mutation can change it)."""
+        if self.type == "categorical":
+            return len(self.choices) > 1
+        return self.high > self.low
+
+    def sample(self, rng: random.Random) -> Any:
+        """A value drawn uniformly (log-uniformly for ``loguniform``) from the domain."""
+        if self.type == "categorical":
+            return self.choices[rng.randrange(len(self.choices))]
+        if self.type == "int":
+            return rng.randint(int(self.low), int(self.high))
+        if self.type == "uniform":
+            return min(self.high, max(self.low, rng.uniform(self.low, self.high)))
+        value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        return min(self.high, max(self.low, value))
+
+    def perturb(self, value: Any, rng: random.Random) -> Any:
+        """A different value near ``value``; the parameter must be :attr:`mutable`."""
+        if self.type == "categorical":
+            others = [c for c in self.choices if not _same_value(c, value)]
+            return others[rng.randrange(len(others))]
+        if self.type == "int":
+            return self._perturb_int(value, rng)
+        for _ in range(16):
+            if self.type == "uniform":
+                sigma = _SIGMA_FRACTION * (self.high - self.low)
+                moved = value + rng.gauss(0.0, sigma)
+            else:
+                sigma = _SIGMA_FRACTION * (math.log(self.high) - math.log(self.low))
+                moved = math.exp(math.log(value) + rng.gauss(0.0, sigma))
+            moved = min(self.high, max(self.low, moved))
+            if moved != value:
+                return float(moved)
+        # Only reachable when clipping keeps returning the bound we sit on: resample instead.
+        while True:
+            moved = self.sample(rng)
+            if moved != value:
+                return float(moved)
+
+    def _perturb_int(self, value: int, rng: random.Random) -> int:
+        low, high = int(self.low), int(self.high)
+        if rng.random() < _RESAMPLE_PROBABILITY:
+            offset = rng.randint(low, high - 1)
+            return offset if offset < value else offset + 1
+        step = max(1, round(_SIGMA_FRACTION * (high - low)))
+        delta = rng.randint(1, step) * rng.choice((-1, 1))
+        moved = min(high, max(low, value + delta))
+        if moved == value:  # pinned at a bound: go the other way
+            moved = min(high, max(low, value - delta))
+        return moved
+
+    def check(self, value: Any) -> str | None:
+        """None if ``value`` is in the domain, else the reason it is not."""
+        if self.type == "categorical":
+            if any(_same_value(value, c) for c in self.choices):
+                return None
+            return f"{_short(value)} is not one of {list(self.choices)!r}"
+        if self.type == "int":
+            if not _is_int(value):
+                return f"expected an int, got {_short(value)}"
+        elif not _is_number(value) or not math.isfinite(value):
+            return f"expected a finite number, got {_short(value)}"
+        if not self.low <= value <= self.high:
+            return f"{value!r} is outside [{self.low!r}, {self.high!r}]"
+        return None
+
+    def to_spec(self) -> dict[str, Any]:
+        """The JSON-able definition that :func:`parse_param` turns back into this parameter."""
+        spec: dict[str, Any] = {"type": self.type}
+        if self.type == "categorical":
+            spec["choices"] = list(self.choices)
+        else:
+            spec["low"], spec["high"] = self.low, self.high
+        if self.condition is not None:
+            spec["condition"] = {"param": self.condition.param, "in": list(self.condition.values)}
+        return spec
+
+
+def parse_param(name: str, definition: Any) -> Param:
+    """Build a :class:`Param` from its spec table; raise :class:`ConfigError` naming the key."""
+    where = f"space.params.{name}"
+    if not isinstance(definition, Mapping):
+        raise ConfigError(f"{where}: expected a table, got {_short(definition)}")
+    kind = definition.get("type")
+    if kind not in PARAM_TYPES:
+        raise ConfigError(f"{where}.type: expected one of {list(PARAM_TYPES)}, got {_short(kind)}")
+    unknown = sorted(set(definition) - _PARAM_KEYS[kind])
+    if unknown:
+        allowed = sorted(_PARAM_KEYS[kind])
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} for type {kind!r}; allowed: {allowed}"
+        )
+    condition = _parse_condition(where, definition.get("condition"))
+    if kind == "categorical":
+        return Param(
+            name,
+            kind,
+            choices=_parse_choices(where, definition.get("choices")),
+            condition=condition,
+        )
+    low: Any = definition.get("low")
+    high: Any = definition.get("high")
+    if kind == "int":
+        if not (_is_int(low) and _is_int(high) and low <= high):
+            raise ConfigError(f"{where}: expected int low <= high, got low={low!r} high={high!r}")
+        return Param(name, kind, low=low, high=high, condition=condition)
+    finite = _is_number(low) and _is_number(high) and math.isfinite(low) and math.isfinite(high)
+    if not finite or not low < high or (kind == "loguniform" and low <= 0):
+        need = "0 < low < high" if kind == "loguniform" else "low < high"
+        raise ConfigError(
+            f"{where}: expected finite numbers with {need}, got low={low!r} high={high!r}"
+        )
+    return Param(name, kind, low=float(low), high=float(high), condition=condition)
+
+
+def _parse_choices(where: str, choices: Any) -> tuple[Any, ...]:
+    scalar = (str, int, float, bool)
+    if (
+        not isinstance(choices, Sequence)
+        or isinstance(choices, str)
+        or not choices
+        or not all(isinstance(c, scalar) for c in choices)
+    ):
+        raise ConfigError(
+            f"{where}.choices: expected a non-empty list of strings, numbers or booleans, "
+            f"got {_short(choices)}"
+        )
+    for i, choice in enumerate(choices):
+        if isinstance(choice, float) and not math.isfinite(choice):
+            raise ConfigError(f"{where}.choices: {choice!r} is not a finite number")
+        if any(_same_value(choice, other) for other in choices[:i]):
+            raise ConfigError(f"{where}.choices: {choice!r} is listed twice")
+    return tuple(choices)
+
+
+def _parse_condition(where: str, condition: Any) -> Condition | None:
+    if condition is None:
+        return None
+    values = condition.get("in") if isinstance(condition, Mapping) else None
+    if (
+        not isinstance(condition, Mapping)
+        or set(condition) != {"param", "in"}
+        or not isinstance(condition["param"], str)
+        or not isinstance(values, Sequence)
+        or isinstance(values, str)
+        or not values
+    ):
+        raise ConfigError(
+            f'{where}.condition: expected {{"param": <name>, "in": [values...]}}, '
+            f"got {_short(condition)}"
+        )
+    return Condition(condition["param"], tuple(values))
+
+
+def _check_conditions(params: Mapping[str, Param]) -> None:
+    """Reject conditions on unknown or continuous parents, impossible values and cycles."""
+    for param in params.values():
+        cond = param.condition
+        if cond is None:
+            continue
+        where = f"space.params.{param.name}.condition"
+        parent = params.get(cond.param)
+        if parent is None:
+            raise ConfigError(f"{where}: unknown param {cond.param!r}; known: {sorted(params)}")
+        if parent.type not in ("categorical", "int"):
+            raise ConfigError(
+                f"{where}: {cond.param!r} is {parent.type}; only categorical "
+                "or int params can be conditioned on"
+            )
+        for value in cond.values:
+            reason = parent.check(value)
+            if reason is not None:
+                raise ConfigError(f"{where}.in: {reason} (domain of {cond.param!r})")
+    for name in params:
+        seen = [name]
+        cond = params[name].condition
+        while cond is not None:
+            if cond.param in seen:
+                cycle = " -> ".join([*seen[seen.index(cond.param) :], cond.param])
+                raise ConfigError(f"space.params: conditions form a cycle: {cycle}")
+            seen.append(cond.param)
+            cond = params[cond.param].condition
+
+
+def _depth(params: Mapping[str, Param], name: str) -> int:
+    depth, cond = 0, params[name].condition
+    while cond is not None:
+        depth, cond = depth + 1, params[cond.param].condition
+    return depth
+
+
+class HparamsSpace(SearchSpace):
+    """A conditional hyperparameter space (see the module docstring for the spec format).
+
+    ``input_shape`` and ``num_classes`` are carried through :meth:`spec` untouched so that model
+    builders (the ``hparams`` MLP) can read them; the space itself ignores them.
+    """
+
+    kind: ClassVar[str] = "hparams"
+    SPEC_KEYS: ClassVar[frozenset[str]] = frozenset({"params", "input_shape", "num_classes"})
+
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        *,
+        input_shape: Sequence[int] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if not isinstance(params, Mapping) or not params:
+            raise ConfigError(f"space.params: expected a non-empty table, got {_short(params)}")
+        parsed = {str(name): parse_param(str(name), d) for name, d in params.items()}
+        _check_conditions(parsed)
+        if input_shape is not None and (
+            not isinstance(input_shape, Sequence)
+            or not input_shape
+            or not all(_is_int(d) and d > 0 for d in input_shape)
+        ):
+            raise ConfigError(
+                f"space.input_shape: expected a list of positive ints, got {_short(input_shape)}"
+            )
+        if num_classes is not None and not (_is_int(num_classes) and num_classes >= 1):
+            raise ConfigError(f"space.num_classes: expected a positive int, got {num_classes!r}")
+        self.params: dict[str, Param] = parsed
+        # Parents before children, then spec order: the order in which values are decided.
+        self._order = sorted(parsed, key=lambda n: _depth(parsed, n))
+        self.input_shape = None if input_shape is None else list(input_shape)
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> HparamsSpace:
+        """Build from a ``[space]`` table (``kind`` is ignored); unknown keys are refused."""
+        options = {k: v for k, v in spec.items() if k != "kind"}
+        unknown = sorted(set(options) - cls.SPEC_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"space.{unknown[0]}: unknown key for kind 'hparams'; "
+                f"allowed: {sorted(cls.SPEC_KEYS)}"
+            )
+        if "params" not in options:
+            raise ConfigError("space.params: required for kind 'hparams'")
+        return cls(**options)
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON-able spec that rebuilds this space."""
+        spec: dict[str, Any] = {
+            "kind": self.kind,
+            "params": {name: p.to_spec() for name, p in self.params.items()},
+        }
+        if self.input_shape is not None:
+            spec["input_shape"] = list(self.input_shape)
+        if self.num_classes is not None:
+            spec["num_classes"] = self.num_classes
+        return spec
+
+    def active(self, genotype: Mapping[str, Any]) -> list[str]:
+        """Names of the params whose conditions hold for ``genotype``, in spec order."""
+        return [
+            n for n, p in self.params.items() if p.condition is None or p.condition.holds(genotype)
+        ]
+
+    def sample(self, rng: random.Random) -> Genotype:
+        """Every active param drawn from its domain, parents before children."""
+        return self._repair({}, rng)
+
+    def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
+        """Perturb one active param, then sample newly active and drop inactive params."""
+        self.validate(genotype)
+        candidates = [n for n in self.active(genotype) if self.params[n].mutable]
+        if not candidates:
+            return dict(genotype)  # the space has a single member
+        name = candidates[rng.randrange(len(candidates))]
+        child = dict(genotype)
+        child[name] = self.params[name].perturb(genotype[name], rng)
+        return self._repair(child, rng)
+
+    def _repair(self, values: Mapping[str, Any], rng: random.Random) -> Genotype:
+        decided: dict[str, Any] = {}
+        for name in self._order:
+            param = self.params[name]
+            if param.condition is not None and not param.condition.holds(decided):
+                continue
+            decided[name] = values[name] if name in values else param.sample(rng)
+        return {name: decided[name] for name in self.params if name in decided}
+
+    def validate(self, genotype: Any) -> None:
+        """Check types, domains, and that exactly the active params are present."""
+        if not isinstance(genotype, Mapping):
+            raise InvalidGenotype(f"expected a table of param values, got {_short(genotype)}")
+        unknown = [k for k in genotype if k not in self.params]
+        if unknown:
+            raise InvalidGenotype(
+                f"unknown param {_short(unknown[0])}; known: {sorted(self.params)}"
+            )
+        for name, value in genotype.items():
+            reason = self.params[name].check(value)
+            if reason is not None:
+                raise InvalidGenotype(f"{name}: {reason}")
+        active = set(self.active(genotype))
+        missing = sorted(active - set(genotype))
+        if missing:
+            raise InvalidGenotype(f"{missing[0]}: missing (it is active)")
+        inactive = sorted(set(genotype) - active)
+        if inactive:
+            cond = self.params[inactive[0]].condition
+            assert cond is not None  # unconditional params are always active
+            raise InvalidGenotype(
+                f"{inactive[0]}: present but inactive (needs {cond.param} in {list(cond.values)!r})"
+            )
+
+    def cost(self, genotype: Genotype) -> dict[str, float]:
+        """Nothing cheap is known about a general hyperparameter setting: ``{}``."""
+        return {}
+
+    def describe(self, genotype: Genotype) -> str:
+        """``name=value`` pairs in spec order, floats with 4 significant digits."""
+        parts = []
+        for name in self.params:
+            if name in genotype:
+                value = genotype[name]
+                shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+                parts.append(f"{name}={shown}")
+        return " ".join(parts)

@@ -1,0 +1,193 @@
+"""The NAS-Bench-201 cell space (Dong & Yang, ICLR 2020): 6 edges, 5 operations, 15,625 cells.
+
+A genotype is ``{"ops": [op, op, op, op, op, op]}`` with the edges in arch-string order
+``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``. Helpers convert to and from the official arch string
+(``|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|...|``) and the 6-digit op code used by the
+reference table (``303101``). :meth:`NB201Space.cost` counts the parameters and multiply-adds of
+the standard NB201 CIFAR network, so multi-objective strategies get them without training; the
+parameter counts equal the benchmark's ``params_MB`` column exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from nasd.errors import ConfigError, InvalidGenotype
+from nasd.events import Genotype
+from nasd.space._base import SearchSpace
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+"""(to_node, from_node) for each edge, in arch-string order."""
+NUM_EDGES = len(EDGES)
+
+# The standard NB201 CIFAR network: stem, 3 stages of 5 cells, a residual reduction between stages.
+_STEM_CHANNELS = 16
+_CELLS_PER_STAGE = 5
+_INPUT_CHANNELS = 3
+_INPUT_SIZE = 32
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def to_arch_str(genotype: Mapping[str, Any]) -> str:
+    """The official NB201 arch string, e.g. ``|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|...|``."""
+    ops = genotype["ops"]
+    nodes = []
+    for node in (1, 2, 3):
+        edges = [f"{ops[i]}~{src}" for i, (dst, src) in enumerate(EDGES) if dst == node]
+        nodes.append("|" + "|".join(edges) + "|")
+    return "+".join(nodes)
+
+
+def from_arch_str(arch_str: str) -> Genotype:
+    """Parse an arch string; raise :class:`InvalidGenotype` if it is not a valid NB201 cell."""
+    if not isinstance(arch_str, str):
+        raise InvalidGenotype(f"expected an NB201 arch string, got {_short(arch_str)}")
+    nodes = arch_str.split("+")
+    ops: list[str] = []
+    if len(nodes) == 3:
+        for node, text in enumerate(nodes, start=1):
+            if not (text.startswith("|") and text.endswith("|")):
+                break
+            edges = text[1:-1].split("|")
+            if len(edges) != node:
+                break
+            for src, edge in enumerate(edges):
+                op, sep, index = edge.partition("~")
+                if sep != "~" or index != str(src) or op not in OPS:
+                    break
+                ops.append(op)
+    if len(ops) != NUM_EDGES:
+        raise InvalidGenotype(
+            f"not an NB201 arch string: {_short(arch_str)} (expected "
+            "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' with op in " + ", ".join(OPS) + ")"
+        )
+    return {"ops": ops}
+
+
+def op_code(genotype: Mapping[str, Any]) -> str:
+    """The 6-digit code of the reference table: one digit per edge, an index into :data:`OPS`."""
+    return "".join(str(OPS.index(op)) for op in genotype["ops"])
+
+
+def from_op_code(code: str) -> Genotype:
+    """Parse a 6-digit op code; raise :class:`InvalidGenotype` if it is malformed."""
+    if not isinstance(code, str) or len(code) != NUM_EDGES or not all(c in "01234" for c in code):
+        raise InvalidGenotype(f"not an NB201 op code: {_short(code)} (expected 6 digits 0-4)")
+    return {"ops": [OPS[int(c)] for c in code]}
+
+
+def _cell_cost(ops: Sequence[str], channels: int, size: int) -> tuple[int, int]:
+    """(params, MACs) of one cell; pooling, skip and none edges have neither."""
+    params = flops = 0
+    for op in ops:
+        kernel_area = {"nor_conv_1x1": 1, "nor_conv_3x3": 9}.get(op)
+        if kernel_area is not None:  # ReLU -> Conv(no bias) -> BN(affine)
+            params += kernel_area * channels * channels + 2 * channels
+            flops += kernel_area * channels * channels * size * size
+    return params, flops
+
+
+def _reduction_cost(c_in: int, c_out: int, out_size: int) -> tuple[int, int]:
+    """(params, MACs) of the ResNet basic block with stride 2 between stages."""
+    area = out_size * out_size
+    conv_a = 9 * c_in * c_out  # ReLU -> Conv3x3 stride 2 -> BN
+    conv_b = 9 * c_out * c_out  # ReLU -> Conv3x3 -> BN
+    shortcut = c_in * c_out  # AvgPool2 -> Conv1x1, no BN
+    params = conv_a + conv_b + shortcut + 2 * (2 * c_out)
+    return params, (conv_a + conv_b + shortcut) * area
+
+
+def network_cost(ops: Sequence[str], num_classes: int = 10) -> dict[str, float]:
+    """Parameters and multiply-adds (convolutions and the classifier) of the NB201 CIFAR network.
+
+    Batch-norm affine weights count as parameters; batch-norm, ReLU and pooling arithmetic is not
+    counted in ``flops`` (they are not multiply-adds of weights).
+    """
+    size, channels = _INPUT_SIZE, _STEM_CHANNELS
+    stem_weights = 9 * _INPUT_CHANNELS * channels
+    params, flops = stem_weights + 2 * channels, stem_weights * size * size
+    for stage in range(3):
+        if stage > 0:
+            size //= 2
+            p, f = _reduction_cost(channels, 2 * channels, size)
+            params, flops, channels = params + p, flops + f, 2 * channels
+        p, f = _cell_cost(ops, channels, size)
+        params, flops = params + _CELLS_PER_STAGE * p, flops + _CELLS_PER_STAGE * f
+    params += 2 * channels  # BN before global average pooling
+    params += channels * num_classes + num_classes
+    flops += channels * num_classes
+    return {"params": float(params), "flops": float(flops)}
+
+
+class NB201Space(SearchSpace):
+    """The NAS-Bench-201 topology space; mutation changes one edge to a different op."""
+
+    kind: ClassVar[str] = "nb201"
+    SPEC_KEYS: ClassVar[frozenset[str]] = frozenset({"num_classes"})
+
+    def __init__(self, *, num_classes: int = 10) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"space.num_classes: expected a positive int, got {num_classes!r}")
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> NB201Space:
+        """Build from a ``[space]`` table (``kind`` is ignored); unknown keys are refused."""
+        options = {k: v for k, v in spec.items() if k != "kind"}
+        unknown = sorted(set(options) - cls.SPEC_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"space.{unknown[0]}: unknown key for kind 'nb201'; "
+                f"allowed: {sorted(cls.SPEC_KEYS)}"
+            )
+        return cls(**options)
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON-able spec that rebuilds this space."""
+        return {"kind": self.kind, "num_classes": self.num_classes}
+
+    def sample(self, rng: random.Random) -> Genotype:
+        """Each edge's op drawn uniformly and independently."""
+        return {"ops": [OPS[rng.randrange(len(OPS))] for _ in range(NUM_EDGES)]}
+
+    def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
+        """One uniformly chosen edge set to a uniformly chosen different op (the NB201 protocol)."""
+        self.validate(genotype)
+        ops = list(genotype["ops"])
+        edge = rng.randrange(NUM_EDGES)
+        others = [op for op in OPS if op != ops[edge]]
+        ops[edge] = others[rng.randrange(len(others))]
+        return {"ops": ops}
+
+    def validate(self, genotype: Any) -> None:
+        """A table with exactly ``ops``: a list of 6 names from :data:`OPS`."""
+        if not isinstance(genotype, Mapping):
+            raise InvalidGenotype(f'expected {{"ops": [6 op names]}}, got {_short(genotype)}')
+        if set(genotype) != {"ops"}:
+            raise InvalidGenotype(
+                f'expected exactly the key "ops", got keys {_short(list(genotype))}'
+            )
+        ops = genotype["ops"]
+        if not isinstance(ops, list) or len(ops) != NUM_EDGES:
+            raise InvalidGenotype(
+                f"ops: expected a list of {NUM_EDGES} op names, got {_short(ops)}"
+            )
+        for i, op in enumerate(ops):
+            if not isinstance(op, str) or op not in OPS:
+                raise InvalidGenotype(f"ops[{i}]: {_short(op)} is not one of {list(OPS)}")
+
+    def cost(self, genotype: Genotype) -> dict[str, float]:
+        """``params`` and ``flops`` (multiply-adds) of the standard NB201 CIFAR network."""
+        self.validate(genotype)
+        return network_cost(genotype["ops"], self.num_classes)
+
+    def describe(self, genotype: Genotype) -> str:
+        """The official arch string."""
+        return to_arch_str(genotype)

@@ -1,0 +1,121 @@
+"""The database schema, as ordered migrations (``sqlite_utils.migrations``).
+
+Tables:
+
+- ``experiments``: one row per experiment, its validated config and lifecycle status.
+- ``events``: the append-only log. Every event a strategy consumed (``slots_open``,
+  ``trial_succeeded``, ``trial_failed``) plus lifecycle events, in the order they were fed;
+  replaying it rebuilds each strategy.
+- ``trials``: projection, one row per proposed trial (``job_id`` = ``"<experiment>:<trial_id>"``):
+  genotype, status, attempts, current lease epoch and agent.
+- ``results``: one row per finished evaluation; ``job_id`` is the primary key, so a duplicate result
+  can never be stored twice.
+- ``leases``: every assignment ever made, ``(job_id, epoch)``; the active ones are also the
+  daemon's outbox: after a restart or reconnect their ``trial.assign`` is published again.
+- ``agents``: the last profile and liveness of every agent seen.
+- ``snapshots``: the latest strategy ``state_dict`` per experiment and the event ``seq`` it covers.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("nasd")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    """Create the first version of every table."""
+    db.execute(
+        """
+        CREATE TABLE experiments (
+            name TEXT PRIMARY KEY,
+            config TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            finished_at REAL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            experiment TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            body BLOB NOT NULL,
+            at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX events_by_experiment ON events (experiment, seq)")
+    db.execute(
+        """
+        CREATE TABLE trials (
+            job_id TEXT PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            trial_id INTEGER NOT NULL,
+            genotype TEXT NOT NULL,
+            parent_id INTEGER,
+            morphisms TEXT NOT NULL DEFAULT '[]',
+            epochs INTEGER,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            epoch INTEGER NOT NULL DEFAULT 0,
+            agent TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            error TEXT,
+            UNIQUE (experiment, trial_id)
+        )"""
+    )
+    db.execute("CREATE INDEX trials_by_status ON trials (status)")
+    db.execute(
+        """
+        CREATE TABLE results (
+            job_id TEXT PRIMARY KEY,
+            experiment TEXT NOT NULL,
+            trial_id INTEGER NOT NULL,
+            agent TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            metrics TEXT NOT NULL,
+            checkpoint TEXT,
+            started_at REAL,
+            finished_at REAL,
+            received_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX results_by_experiment ON results (experiment, trial_id)")
+    db.execute(
+        """
+        CREATE TABLE leases (
+            job_id TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            agent TEXT NOT NULL,
+            assigned_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            ended_at REAL,
+            PRIMARY KEY (job_id, epoch)
+        )"""
+    )
+    db.execute("CREATE INDEX leases_by_status ON leases (status)")
+    db.execute(
+        """
+        CREATE TABLE agents (
+            name TEXT PRIMARY KEY,
+            profile TEXT NOT NULL,
+            slots INTEGER NOT NULL,
+            online INTEGER NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE snapshots (
+            experiment TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            state BLOB NOT NULL,
+            at REAL NOT NULL
+        )"""
+    )

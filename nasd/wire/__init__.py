@@ -1,0 +1,95 @@
+"""The only door for bytes: msgpack envelopes, JSON Schema validation and MQTT topics (v1).
+
+Nothing else in nasd parses network payloads or builds topic strings. Everything refused here
+raises :class:`nasd.errors.WireError`, which callers log and drop.
+"""
+
+from __future__ import annotations
+
+from nasd.wire.codec import (
+    MAX_CONTAINER_LEN,
+    MAX_DEPTH,
+    MAX_ID_LEN,
+    MAX_PAYLOAD_BYTES,
+    PROTOCOL_VERSION,
+    Envelope,
+    decode,
+    encode,
+)
+from nasd.wire.messages import (
+    LEAF_MESSAGE_TYPE,
+    MESSAGE_TYPES,
+    MessageType,
+    message_type_for_topic,
+)
+from nasd.wire.schemas import (
+    EXPERIMENT_SCHEMA,
+    SCHEMAS_DIR_ENV,
+    preload,
+    schema_dir,
+    validate,
+    validate_experiment_config,
+)
+from nasd.wire.topics import (
+    AGENT_ID_RE,
+    EXPERIMENT_NAME_RE,
+    ROOT,
+    AgentLeaf,
+    ControlCommand,
+    agent_topic,
+    agent_wildcard,
+    check_agent_id,
+    check_experiment_name,
+    control_request_topic,
+    control_request_wildcard,
+    control_response_topic,
+    daemon_state_topic,
+    experiment_events_topic,
+    experiment_events_wildcard,
+    is_valid_id,
+    parse_agent_topic,
+    parse_control_request_topic,
+    parse_control_response_topic,
+    parse_experiment_events_topic,
+)
+
+__all__ = [
+    "AGENT_ID_RE",
+    "EXPERIMENT_NAME_RE",
+    "EXPERIMENT_SCHEMA",
+    "LEAF_MESSAGE_TYPE",
+    "MAX_CONTAINER_LEN",
+    "MAX_DEPTH",
+    "MAX_ID_LEN",
+    "MAX_PAYLOAD_BYTES",
+    "MESSAGE_TYPES",
+    "PROTOCOL_VERSION",
+    "ROOT",
+    "SCHEMAS_DIR_ENV",
+    "AgentLeaf",
+    "ControlCommand",
+    "Envelope",
+    "MessageType",
+    "agent_topic",
+    "agent_wildcard",
+    "check_agent_id",
+    "check_experiment_name",
+    "control_request_topic",
+    "control_request_wildcard",
+    "control_response_topic",
+    "daemon_state_topic",
+    "decode",
+    "encode",
+    "experiment_events_topic",
+    "experiment_events_wildcard",
+    "is_valid_id",
+    "message_type_for_topic",
+    "parse_agent_topic",
+    "parse_control_request_topic",
+    "parse_control_response_topic",
+    "parse_experiment_events_topic",
+    "preload",
+    "schema_dir",
+    "validate",
+    "validate_experiment_config",
+]
