@@ -361,5 +361,5 @@ def _remove(layers: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
             continue
         new_index = i if i < at else i - 1
         skips = [j if j < at else j - 1 for j in layer["skips"] if j != at]
-        kept.append({**layer, "skips": skips})
+        kept.append({**layer, "skips": [j for j in skips if j <= new_index - 2]})
     return kept

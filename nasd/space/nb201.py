@@ -4,8 +4,11 @@ A genotype is ``{"ops": [op, op, op, op, op, op]}`` with the edges in arch-strin
 ``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``. Helpers convert to and from the official arch string
 (``|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|...|``) and the 6-digit op code used by the
 reference table (``303101``). :meth:`NB201Space.cost` counts the parameters and multiply-adds of
-the standard NB201 CIFAR network, so multi-objective strategies get them without training; the
-parameter counts equal the benchmark's ``params_MB`` column exactly.
+the standard NB201 CIFAR network, so multi-objective strategies get them without training. The
+parameter counts equal the benchmark's ``params_MB`` column exactly for 15,475 of the 15,625 cells;
+for the other 150 (cells with isomorphic duplicate edges, e.g. ``122124``, where ``skip_connect``
+makes node 1 a copy of node 0) the table lists the smaller network of the merged, deduplicated cell,
+while this module counts the network as written.
 """
 
 from __future__ import annotations
