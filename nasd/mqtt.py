@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ class Link:
             tls_context=ssl.create_default_context() if self.url.tls else None,
             max_inflight_messages=MAX_INFLIGHT,
             timeout=30,
+            # paho leaves Nagle on; with delayed ACKs every small QoS-1 exchange then waits
+            # ~40 ms. Latency, not bandwidth, bounds a credit-based work loop.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def run(self, *, first_connect_timeout: float | None = None) -> None:

@@ -119,7 +119,7 @@ def encode(
     return payload
 
 
-def decode(payload: bytes, expect: str | Collection[str] | None = None) -> Envelope:
+def decode(payload: bytes | bytearray, expect: str | Collection[str] | None = None) -> Envelope:
     """Unpack and validate one received payload.
 
     ``expect`` is the message type (or types) the topic may carry; see

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import struct
 from enum import StrEnum
@@ -25,7 +26,8 @@ from nasd.wire import (
     schemas,
 )
 from nasd.wire._compiled import Undecided
-from nasd.wire.schemas import load_schema, preload
+from nasd.wire.schemas import load_schema as _load_schema
+from nasd.wire.schemas import preload
 
 JOB = "mnist1d-cnn:7"
 
@@ -334,6 +336,12 @@ TYPE_POOL: dict[str, Any] = {
     "array": [1],
 }
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema file, read once (Hypothesis asks for it on every example)."""
+    return _load_schema(name)
 
 
 def decode_or_wire_error(payload: bytes) -> Envelope | None:
