@@ -19,25 +19,45 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nasd-agent",
         description="Attach a training agent (one device) to a nasd daemon via an MQTT broker.",
     )
-    parser.add_argument("--broker", default=os.environ.get("NASD_BROKER"),
-                        help="broker URL, e.g. mqtt://user:pass@host:1883 or mqtts://host "
-                             "(default: $NASD_BROKER)")
-    parser.add_argument("--name", default=None,
-                        help="agent id, unique per device (default: <hostname>-<device>)")
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("NASD_BROKER"),
+        help="broker URL, e.g. mqtt://user:pass@host:1883 or mqtts://host (default: $NASD_BROKER)",
+    )
+    parser.add_argument(
+        "--name", default=None, help="agent id, unique per device (default: <hostname>-<device>)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--slots", type=int, default=1,
-                        help="jobs trained at once on this device (default: 1)")
-    parser.add_argument("--spool", type=Path, default=None,
-                        help="directory for unacknowledged results "
-                             "(default: ~/.local/state/nasd-agent/<name>)")
-    parser.add_argument("--checkpoints", type=Path, default=None,
-                        help="directory for trained weights (default: <spool>/../checkpoints)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--benchmark-seconds", type=float, default=2.0,
-                        help="length of the start-up micro-benchmark (default: 2)")
-    parser.add_argument("--heartbeat", type=float, default=2.0,
-                        help="seconds between progress heartbeats (default: 2)")
+    parser.add_argument(
+        "--slots", type=int, default=1, help="jobs trained at once on this device (default: 1)"
+    )
+    parser.add_argument(
+        "--spool",
+        type=Path,
+        default=None,
+        help="directory for unacknowledged results (default: ~/.local/state/nasd-agent/<name>)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        help="directory for trained weights (default: <spool>/../checkpoints)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--benchmark-seconds",
+        type=float,
+        default=2.0,
+        help="length of the start-up micro-benchmark (default: 2)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=2.0,
+        help="seconds between progress heartbeats (default: 2)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -97,8 +117,14 @@ async def _run(args: argparse.Namespace) -> int:
     )
     agent = Agent(
         AgentOptions(
-            broker=broker, name=name, profile=profile, spool_dir=spool, device=device,
-            slots=args.slots, checkpoint_dir=checkpoints, heartbeat_s=args.heartbeat,
+            broker=broker,
+            name=name,
+            profile=profile,
+            spool_dir=spool,
+            device=device,
+            slots=args.slots,
+            checkpoint_dir=checkpoints,
+            heartbeat_s=args.heartbeat,
         )
     )
     loop = asyncio.get_running_loop()

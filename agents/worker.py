@@ -150,8 +150,12 @@ class Agent:
         assert self.link is not None
         profile = {**self.options.profile, "slots": self.options.slots}
         await self.link.publish(
-            Publication(self.topic(AgentLeaf.STATE),
-                        encode("agent.state", {"state": "online", "profile": profile}), 1, True)
+            Publication(
+                self.topic(AgentLeaf.STATE),
+                encode("agent.state", {"state": "online", "profile": profile}),
+                1,
+                True,
+            )
         )
         await self._announce()
 
@@ -167,7 +171,9 @@ class Agent:
     async def _ready(self) -> None:
         assert self.link is not None
         body = {"slots": self.options.slots, "running": sorted(self.running)}
-        await self.link.publish(Publication(self.topic(AgentLeaf.READY), encode("agent.ready", body)))
+        await self.link.publish(
+            Publication(self.topic(AgentLeaf.READY), encode("agent.ready", body))
+        )
 
     async def _inbox(self, link: Link) -> None:
         while True:
@@ -249,8 +255,9 @@ class Agent:
         if job.cancelled or (status == "released" and self._stopping.is_set()):
             await self._ready()
             return
-        await self._publish_result(job.job_id, job.epoch, status, result.metrics, error,
-                                   job.started_at, result.checkpoint)
+        await self._publish_result(
+            job.job_id, job.epoch, status, result.metrics, error, job.started_at, result.checkpoint
+        )
         await self._ready()
 
     def _trainer(self, name: str) -> TrainFn:
@@ -271,9 +278,14 @@ class Agent:
     ) -> None:
         assert self.link is not None
         body: dict[str, Any] = {
-            "job_id": job_id, "epoch": epoch, "status": status,
-            "metrics": {k: float(v) for k, v in metrics.items()}, "error": error,
-            "started_at": started_at, "finished_at": time.time(), "checkpoint": checkpoint,
+            "job_id": job_id,
+            "epoch": epoch,
+            "status": status,
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "error": error,
+            "started_at": started_at,
+            "finished_at": time.time(),
+            "checkpoint": checkpoint,
         }
         try:
             payload = encode("trial.result", body)
@@ -282,8 +294,13 @@ class Agent:
             payload = encode("trial.result", body)
         if status != "released":
             self.spool.put(job_id, payload)
-        log.info("job.finished", agent=self.options.name, job_id=job_id, status=status,
-                 val_acc=metrics.get("val_acc"))
+        log.info(
+            "job.finished",
+            agent=self.options.name,
+            job_id=job_id,
+            status=status,
+            val_acc=metrics.get("val_acc"),
+        )
         await self.link.publish(Publication(self.topic(AgentLeaf.RESULT), payload))
 
     async def _heartbeat(self, link: Link) -> None:
@@ -291,8 +308,13 @@ class Agent:
             await asyncio.sleep(self.options.heartbeat_s)
             beats = []
             for job in list(self.running.values()):
-                body = {"job_id": job.job_id, "epoch": job.epoch, "step": job.step,
-                        "total": job.total, "metrics": job.metrics}
+                body = {
+                    "job_id": job.job_id,
+                    "epoch": job.epoch,
+                    "step": job.step,
+                    "total": job.total,
+                    "metrics": job.metrics,
+                }
                 try:
                     payload = encode("trial.progress", body)
                 except WireError:  # e.g. a NaN loss in the progress metrics: beat without them
@@ -308,7 +330,8 @@ class Agent:
             job.stop.set()
         for job in jobs:
             if link.connected.is_set():
-                await self._publish_result(job.job_id, job.epoch, "released", {}, None,
-                                           job.started_at)
+                await self._publish_result(
+                    job.job_id, job.epoch, "released", {}, None, job.started_at
+                )
         if jobs:
             log.info("agent.handed_back", jobs=[j.job_id for j in jobs])

@@ -69,6 +69,9 @@ _DISCONNECT_ERRORS: tuple[type[BaseException], ...] = (
     NoDataError,
 )
 
+#: amqtt's messages for connections that closed before sending CONNECT.
+_PROBE_PREFIXES = ("No data from", "Failed to initialize client session")
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that was free a moment ago.
@@ -84,15 +87,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class _TracebackFilter(logging.Filter):
-    """Strip tracebacks from log records caused by clients that disconnected abruptly.
+    """Quiet the log records amqtt writes when clients go away, which is routine for a broker.
 
-    amqtt logs such failures with ``logger.exception``; they are routine for a broker (an agent
-    killed with SIGKILL), so the record keeps its one-line message and loses the traceback.
+    Records with the traceback of a disconnect error (an agent killed with SIGKILL) keep their
+    one-line message at WARNING; "no data" records from connections closed before CONNECT (port
+    probes such as ``wait_port``) are dropped.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if (message.startswith(_PROBE_PREFIXES) and "No data" in message) or "No more data" in message:
+            return False
         if record.exc_info and isinstance(record.exc_info[1], _DISCONNECT_ERRORS):
-            record.msg = f"{record.getMessage()} ({record.exc_info[1]!r})"
+            record.msg = f"{message} ({record.exc_info[1]!r})"
             record.args = None
             record.exc_info = None
             record.exc_text = None

@@ -20,10 +20,18 @@ EXIT_USAGE = 2
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=None,
-                        help="SQLite database (default: [daemon].db of --config, or $NASD_DB)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="daemon settings file (nasd.toml) to take the database from")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="SQLite database (default: [daemon].db of --config, or $NASD_DB)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="daemon settings file (nasd.toml) to take the database from",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an experiment locally: embedded broker, daemon, agents")
     run.add_argument("experiment", type=Path, help="experiment file, e.g. examples/mnist1d.toml")
-    run.add_argument("--db", type=Path, default=None,
-                     help="database (default: runs/<experiment name>.db)")
+    run.add_argument(
+        "--db", type=Path, default=None, help="database (default: runs/<experiment name>.db)"
+    )
     run.add_argument("--fresh", action="store_true", help="delete the database and start over")
     run.add_argument("--budget", type=int, default=None, help="override the number of evaluations")
     run.add_argument("--agents", type=int, default=2, help="local agents to start (default: 2)")
@@ -51,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--config", type=Path, default=None, help="daemon settings (nasd.toml)")
     submit.add_argument("--db", type=Path, default=None, help="accepted for symmetry; unused")
 
-    for command, text in (("pause", "stop proposing new trials"),
-                          ("resume", "continue a paused experiment"),
-                          ("cancel", "stop an experiment for good")):
+    for command, text in (
+        ("pause", "stop proposing new trials"),
+        ("resume", "continue a paused experiment"),
+        ("cancel", "stop an experiment for good"),
+    ):
         cmd = sub.add_parser(command, help=text)
         cmd.add_argument("name", help="experiment name")
         cmd.add_argument("--broker", default=None, help="broker URL (default: from --config)")
@@ -61,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="experiments and agents")
     _add_db(status)
-    status.add_argument("--broker", default=None,
-                        help="ask the running daemon through this broker instead of a database")
+    status.add_argument(
+        "--broker",
+        default=None,
+        help="ask the running daemon through this broker instead of a database",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     best = sub.add_parser("best", help="the best evaluation of an experiment")
@@ -77,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, default=None, help="file (default: stdout)")
 
     broker = sub.add_parser("broker", help="run the embedded MQTT broker alone")
-    broker.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (0.0.0.0 for other machines)")
+    broker.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for other machines)"
+    )
     broker.add_argument("--port", type=int, default=1883)
     return parser
 
@@ -223,16 +238,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     print("EXPERIMENT            STATUS     DONE/BUDGET  RUNNING  PENDING  FAILED  BEST")
     for e in data["experiments"]:
-        best = f"{e['best']['metric']}={e['best']['value']:.4f} (trial {e['best']['trial_id']})" \
-            if e["best"] else "-"
-        print(f"{e['name']:<21} {e['status']:<10} {e['done']:>5}/{e['budget']:<6} "
-              f"{e['running']:>7}  {e['pending']:>7}  {e['failed']:>6}  {best}")
+        best = (
+            f"{e['best']['metric']}={e['best']['value']:.4f} (trial {e['best']['trial_id']})"
+            if e["best"]
+            else "-"
+        )
+        print(
+            f"{e['name']:<21} {e['status']:<10} {e['done']:>5}/{e['budget']:<6} "
+            f"{e['running']:>7}  {e['pending']:>7}  {e['failed']:>6}  {best}"
+        )
     print()
     print("AGENT                 ONLINE  BUSY  SLOTS  DEVICE        CURRENT JOBS")
     for a in data["agents"]:
-        print(f"{a['name']:<21} {'yes' if a['online'] else 'no':<7} "
-              f"{'yes' if a['busy'] else 'no':<5} {a['slots']:>5}  {str(a['device'] or '-'):<13} "
-              f"{', '.join(a['jobs']) or '-'}")
+        print(
+            f"{a['name']:<21} {'yes' if a['online'] else 'no':<7} "
+            f"{'yes' if a['busy'] else 'no':<5} {a['slots']:>5}  {a['device'] or '-'!s:<13} "
+            f"{', '.join(a['jobs']) or '-'}"
+        )
     return 0
 
 

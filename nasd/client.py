@@ -32,16 +32,26 @@ async def request(
     correlation_id = uuid.uuid4().hex
     try:
         async with aiomqtt.Client(
-            broker.host, broker.port, username=broker.username, password=broker.password,
-            identifier=client_id, clean_session=True, timeout=timeout,
+            broker.host,
+            broker.port,
+            username=broker.username,
+            password=broker.password,
+            identifier=client_id,
+            clean_session=True,
+            timeout=timeout,
         ) as client:
             await client.subscribe(daemon_state_topic(), qos=1)
             await client.subscribe(control_response_topic(client_id), qos=1)
             await _expect_daemon_online(client, broker)
-            body = {"client": client_id, "correlation_id": correlation_id, "command": command,
-                    "args": args}
-            await client.publish(control_request_topic(command),
-                                 encode("control.request", body), qos=1)
+            body = {
+                "client": client_id,
+                "correlation_id": correlation_id,
+                "command": command,
+                "args": args,
+            }
+            await client.publish(
+                control_request_topic(command), encode("control.request", body), qos=1
+            )
             try:
                 async with asyncio.timeout(timeout):
                     async for message in client.messages:
@@ -65,7 +75,7 @@ async def _expect_daemon_online(client: aiomqtt.Client, broker: BrokerUrl) -> No
                 if str(message.topic) != daemon_state_topic():
                     continue
                 try:
-                    state = decode(bytes(message.payload), expect="daemon.state")  # type: ignore[arg-type]
+                    state = decode(bytes(message.payload), expect="daemon.state")
                 except (WireError, TypeError):
                     continue
                 if state.body["state"] == "online":
@@ -79,7 +89,7 @@ async def _expect_daemon_online(client: aiomqtt.Client, broker: BrokerUrl) -> No
 
 def _reply(message: aiomqtt.Message, correlation_id: str) -> dict[str, Any] | None:
     try:
-        envelope = decode(bytes(message.payload), expect="control.response")  # type: ignore[arg-type]
+        envelope = decode(bytes(message.payload), expect="control.response")
     except (WireError, TypeError):
         return None
     if envelope.body["correlation_id"] != correlation_id:

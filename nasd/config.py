@@ -21,6 +21,9 @@ from nasd.wire import validate_experiment_config
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_LEASE_TTL_S = 60.0
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_DB = "nasd.db"
+DEFAULT_CLIENT_ID = "nasd-daemon"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +138,9 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
 class DaemonSettings:
     """The ``[daemon]`` table of ``nasd.toml``: where the broker and the database are."""
 
-    broker: str = "mqtt://127.0.0.1:1883"
-    db: str = "nasd.db"
-    client_id: str = "nasd-daemon"
+    broker: str = DEFAULT_BROKER
+    db: str = DEFAULT_DB
+    client_id: str = DEFAULT_CLIENT_ID
     experiments: tuple[str, ...] = field(default=())
 
 
@@ -166,10 +169,10 @@ def load_daemon_settings(path: str | Path) -> DaemonSettings:
     experiments = table.get("experiments", [])
     if not isinstance(experiments, list) or not all(isinstance(e, str) for e in experiments):
         raise ConfigError(f"{path}: daemon.experiments must be a list of file paths")
-    db = table.get("db", DaemonSettings.db)
+    db = table.get("db", DEFAULT_DB)
     return DaemonSettings(
-        broker=table.get("broker", DaemonSettings.broker),
+        broker=table.get("broker", DEFAULT_BROKER),
         db=str((path.parent / db) if not Path(db).is_absolute() else db),
-        client_id=table.get("client_id", DaemonSettings.client_id),
+        client_id=table.get("client_id", DEFAULT_CLIENT_ID),
         experiments=tuple(str(path.parent / e) for e in experiments),
     )

@@ -12,6 +12,7 @@ the retained ``daemon/state`` becomes "offline", and :meth:`Daemon.run` returns 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -64,8 +65,9 @@ class DaemonOptions:
 
 def to_publication(message: Outbound) -> Publication:
     """Encode an engine message for the wire."""
-    return Publication(message.topic, encode(message.type, message.body), message.qos,
-                       message.retain)
+    return Publication(
+        message.topic, encode(message.type, message.body), message.qos, message.retain
+    )
 
 
 def parse_message(topic: str, payload: bytes) -> Inbound:
@@ -131,16 +133,24 @@ class Daemon:
 
     async def _serve(self, writer: Writer, engine: Engine) -> None:
         state = daemon_state_topic()
-        birth = {"state": "online", "pid": os.getpid(), "started_at": time.time(),
-                 "version": nasd.__version__}
+        birth = {
+            "state": "online",
+            "pid": os.getpid(),
+            "started_at": time.time(),
+            "version": nasd.__version__,
+        }
         link = self.link = Link(
             self.options.broker,
             self.options.client_id,
             subscriptions=[(agent_wildcard(leaf), 1) for leaf in _INBOUND_LEAVES]
             + [(control_request_wildcard(), 1)],
             will=Publication(state, encode("daemon.state", {"state": "offline"}), 1, True),
-            on_connect=partial(self._on_connect, writer, engine,
-                               Publication(state, encode("daemon.state", birth), 1, True)),
+            on_connect=partial(
+                self._on_connect,
+                writer,
+                engine,
+                Publication(state, encode("daemon.state", birth), 1, True),
+            ),
         )
         async with asyncio.TaskGroup() as group:
             link_task = group.create_task(
@@ -152,8 +162,9 @@ class Daemon:
             self.notifier.stopping()
             await process_task
             await writer.run(partial(self._snapshot_all, engine))
-            await link.close([Publication(state, encode("daemon.state", {"state": "offline"}),
-                                          1, True)])
+            await link.close(
+                [Publication(state, encode("daemon.state", {"state": "offline"}), 1, True)]
+            )
             link_task.cancel()
             watchdog_task.cancel()
         log.info("daemon.stopped")
@@ -178,10 +189,8 @@ class Daemon:
         inbox = link.inbox
         while not self._stopping.is_set():
             batch: list[aiomqtt.Message] = []
-            try:
+            with contextlib.suppress(TimeoutError):
                 batch.append(await asyncio.wait_for(inbox.get(), timeout=self.options.tick_s))
-            except TimeoutError:
-                pass
             while batch and len(batch) < MAX_BATCH and not inbox.empty():
                 batch.append(inbox.get_nowait())
             inputs = []
@@ -194,8 +203,11 @@ class Daemon:
                 except WireError as exc:
                     log.warning("message.dropped", topic=str(message.topic)[:200], reason=str(exc))
                 except (TypeError, ValueError) as exc:
-                    log.warning("message.dropped", topic=str(message.topic)[:200],
-                                reason=f"unreadable payload: {exc}")
+                    log.warning(
+                        "message.dropped",
+                        topic=str(message.topic)[:200],
+                        reason=f"unreadable payload: {exc}",
+                    )
             outbound = await writer.run(partial(self._apply, engine, inputs))
             if outbound:
                 await link.publish_many(to_publication(m) for m in outbound)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure(level: str = "info", *, fmt: str = "auto", stream: IO[str] | None = None) -> None:
+def configure(level: str = "info", *, fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog (and the stdlib loggers of libraries) once per process."""
     if level not in LEVELS:
         from nasd.errors import ConfigError

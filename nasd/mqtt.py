@@ -172,8 +172,12 @@ class Link:
                     raise BrokerUnavailable(
                         f"cannot reach the MQTT broker at {self.url}: {exc}"
                     ) from None
-                log.warning("broker.disconnected", broker=str(self.url), error=str(exc),
-                            retry_in=round(backoff, 2))
+                log.warning(
+                    "broker.disconnected",
+                    broker=str(self.url),
+                    error=str(exc),
+                    retry_in=round(backoff, 2),
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:

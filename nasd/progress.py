@@ -64,8 +64,11 @@ class ProgressView:
         agents = [a for a in queries.agent_summaries(conn) if a["online"]]
         busy = sum(1 for a in agents if a["busy"])
         best = summary["best"]
-        best_text = f"best {best['metric']} {best['value']:.4f} (trial {best['trial_id']})" \
-            if best else "best -"
+        best_text = (
+            f"best {best['metric']} {best['value']:.4f} (trial {best['trial_id']})"
+            if best
+            else "best -"
+        )
         failed = f" ({summary['failed']} failed)" if summary["failed"] else ""
         line = (
             f"[{summary['done'] + summary['failed']:>4}/{summary['budget']}]{failed} {best_text}"
@@ -94,18 +97,25 @@ class ProgressView:
         self._conn = None
         elapsed = _clock(time.monotonic() - self.started)
         if interrupted:
-            print(f"interrupted after {elapsed}; progress is saved: run the same command to "
-                  "resume", file=self.out)
+            print(
+                f"interrupted after {elapsed}; progress is saved: run the same command to resume",
+                file=self.out,
+            )
         elif summary is not None:
-            print(f"{self.config.name}: {summary['status']} in {elapsed}: {summary['done']} "
-                  f"evaluations finished, {summary['failed']} failed", file=self.out)
+            print(
+                f"{self.config.name}: {summary['status']} in {elapsed}: {summary['done']} "
+                f"evaluations finished, {summary['failed']} failed",
+                file=self.out,
+            )
         if best is None:
             print("no finished evaluation yet", file=self.out)
             return
         metrics = best["metrics"]
         space = build_space(self.config.space)
-        print(f"best architecture (trial {best['trial_id']}): "
-              f"{space.describe(best['genotype'])}", file=self.out)
+        print(
+            f"best architecture (trial {best['trial_id']}): {space.describe(best['genotype'])}",
+            file=self.out,
+        )
         for key in ("val_acc", "test_acc"):
             if key in metrics:
                 print(f"  {key}: {metrics[key]:.4f}", file=self.out)

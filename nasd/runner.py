@@ -50,12 +50,28 @@ async def _spawn_agent(
     log_file = (run_dir / f"agent-{index}.log").open("ab")
     try:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agents.cli", "--broker", url, "--name", name,
-            "--device", "cpu", "--slots", "1", "--threads", str(threads),
-            "--spool", str(run_dir / "spool" / name),
-            "--checkpoints", str(run_dir / "checkpoints"),
-            "--benchmark-seconds", str(benchmark_seconds),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "--broker",
+            url,
+            "--name",
+            name,
+            "--device",
+            "cpu",
+            "--slots",
+            "1",
+            "--threads",
+            str(threads),
+            "--spool",
+            str(run_dir / "spool" / name),
+            "--checkpoints",
+            str(run_dir / "checkpoints"),
+            "--benchmark-seconds",
+            str(benchmark_seconds),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
         )
     finally:
         log_file.close()
@@ -69,13 +85,15 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> dict[str,
     run_dir = options.db.parent / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
     if _already_complete(options.db, config.name):
-        print(f"{config.name}: already complete in {options.db} (use --fresh to start over)",
-              file=out)
+        print(
+            f"{config.name}: already complete in {options.db} (use --fresh to start over)", file=out
+        )
         return _best(options.db, config.name)
     broker = EmbeddedBroker()
     await broker.start()
-    daemon = Daemon(DaemonOptions(BrokerUrl.parse(broker.url), options.db,
-                                  connect_timeout_s=15.0), [config])
+    daemon = Daemon(
+        DaemonOptions(BrokerUrl.parse(broker.url), options.db, connect_timeout_s=15.0), [config]
+    )
     daemon_task = asyncio.create_task(daemon.run(install_signals=False), name="daemon")
     agents: list[asyncio.subprocess.Process] = []
     view = ProgressView(config, options.db, out)
@@ -154,5 +172,3 @@ def _best(db: Path, name: str) -> dict[str, Any] | None:
 def default_db(config: ExperimentConfig) -> Path:
     """Where ``nasd run`` keeps an experiment's database unless ``--db`` says otherwise."""
     return Path("runs") / f"{config.name}.db"
-
-

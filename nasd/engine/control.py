@@ -36,16 +36,28 @@ def handle(engine: Engine, conn: sqlite3.Connection, body: Mapping[str, Any], no
     args = dict(body.get("args", {}))
     try:
         result = _COMMANDS[command](engine, conn, args, now)
-        reply = {"correlation_id": body["correlation_id"], "ok": True, "result": result,
-                 "error": None}
+        reply = {
+            "correlation_id": body["correlation_id"],
+            "ok": True,
+            "result": result,
+            "error": None,
+        }
     except (CommandError, ConfigError) as exc:
         log.info("control.refused", command=command, error=str(exc))
-        reply = {"correlation_id": body["correlation_id"], "ok": False, "result": None,
-                 "error": str(exc)}
+        reply = {
+            "correlation_id": body["correlation_id"],
+            "ok": False,
+            "result": None,
+            "error": str(exc),
+        }
     except Exception as exc:  # a request must never take the daemon down (it would be redelivered)
         log.exception("control.failed", command=command)
-        reply = {"correlation_id": body["correlation_id"], "ok": False, "result": None,
-                 "error": f"internal error: {type(exc).__name__}: {exc}"}
+        reply = {
+            "correlation_id": body["correlation_id"],
+            "ok": False,
+            "result": None,
+            "error": f"internal error: {type(exc).__name__}: {exc}",
+        }
     engine.emit(Outbound(control_response_topic(str(body["client"])), "control.response", reply))
 
 
@@ -66,8 +78,12 @@ def submit(
     engine.experiments[config.name] = runtime
     repo.insert_experiment(conn, config.name, config.to_json(), runtime.status, now)
     repo.append_event(conn, config.name, "experiment_created", config.to_dict(), now)
-    log.info("experiment.created", experiment=config.name, budget=config.budget,
-             strategy=config.strategy_name)
+    log.info(
+        "experiment.created",
+        experiment=config.name,
+        budget=config.budget,
+        strategy=config.strategy_name,
+    )
     return {"experiment": config.name, "created": True, "status": runtime.status.value}
 
 
@@ -91,8 +107,11 @@ def _runtime(engine: Engine, args: dict[str, Any]) -> ExperimentRuntime:
 
 
 def _set_status(
-    engine: Engine, conn: sqlite3.Connection, runtime: ExperimentRuntime,
-    status: ExperimentStatus, now: float,
+    engine: Engine,
+    conn: sqlite3.Connection,
+    runtime: ExperimentRuntime,
+    status: ExperimentStatus,
+    now: float,
 ) -> dict[str, Any]:
     runtime.status = status
     runtime.waiting = False

@@ -164,8 +164,13 @@ class Engine:
             self._ack(name, job_id, epoch)
             return
         if trial.assignments.get(epoch) != name:
-            log.warning("result.rejected", job_id=job_id, agent=name, epoch=epoch,
-                        reason="no lease for this agent and epoch")
+            log.warning(
+                "result.rejected",
+                job_id=job_id,
+                agent=name,
+                epoch=epoch,
+                reason="no lease for this agent and epoch",
+            )
             return
         status = body["status"]
         if status == "ok":
@@ -175,8 +180,9 @@ class Engine:
                 error = str(body.get("error") or "training failed")
                 self._lease_lost(conn, trial, LeaseStatus.FAILED, error, now)
             else:
-                self._lease_lost(conn, trial, LeaseStatus.RELEASED, "handed back", now,
-                                 count_attempt=False)
+                self._lease_lost(
+                    conn, trial, LeaseStatus.RELEASED, "handed back", now, count_attempt=False
+                )
         self._ack(name, job_id, epoch)
 
     def _succeed(
@@ -190,9 +196,19 @@ class Engine:
     ) -> None:
         exp = self.experiments[trial.experiment]
         metrics = {str(k): float(v) for k, v in body["metrics"].items()}
-        repo.insert_result(conn, trial.job_id, trial.experiment, trial.trial_id, name, epoch,
-                           metrics, body.get("checkpoint"), body.get("started_at"),
-                           body.get("finished_at"), now)
+        repo.insert_result(
+            conn,
+            trial.job_id,
+            trial.experiment,
+            trial.trial_id,
+            name,
+            epoch,
+            metrics,
+            body.get("checkpoint"),
+            body.get("started_at"),
+            body.get("finished_at"),
+            now,
+        )
         repo.end_lease(conn, trial.job_id, epoch, LeaseStatus.DONE, now)
         if trial.status is TrialStatus.RUNNING and trial.epoch != epoch and trial.agent:
             repo.end_lease(conn, trial.job_id, trial.epoch, LeaseStatus.SUPERSEDED, now)
@@ -203,8 +219,13 @@ class Engine:
         exp.finished += 1
         exp.waiting = False
         exp.feed(conn, TrialSucceeded(trial.trial_id, trial.genotype, metrics), now)
-        log.info("trial.finished", experiment=exp.name, trial_id=trial.trial_id, agent=name,
-                 **{exp.metric: metrics.get(exp.metric)})
+        log.info(
+            "trial.finished",
+            experiment=exp.name,
+            trial_id=trial.trial_id,
+            agent=name,
+            **{exp.metric: metrics.get(exp.metric)},
+        )
         kinds = ["finished", "best"] if exp.note_success(trial.trial_id, metrics) else ["finished"]
         for kind in kinds:
             self._event(exp.name, kind, trial.trial_id, metrics, trial.genotype)
@@ -229,8 +250,7 @@ class Engine:
             trial.status = TrialStatus.PENDING
             self.pending[trial.job_id] = None
             repo.requeue_trial(conn, trial.job_id, trial.attempts, reason)
-            log.info("trial.requeued", job_id=trial.job_id, reason=reason,
-                     attempts=trial.attempts)
+            log.info("trial.requeued", job_id=trial.job_id, reason=reason, attempts=trial.attempts)
             return
         del self.trials[trial.job_id]
         exp.failed += 1
@@ -260,13 +280,14 @@ class Engine:
     def _propose(self, conn: sqlite3.Connection, now: float) -> None:
         spare = sum(a.free for a in self.agents.values()) - len(self.pending)
         runnable = [
-            e for e in self.experiments.values()
+            e
+            for e in self.experiments.values()
             if e.status is ExperimentStatus.RUNNING and e.remaining > 0 and not e.waiting
         ]
         if spare <= 0 or not runnable:
             return
         self._rotation = (self._rotation + 1) % len(runnable)
-        ordered = runnable[self._rotation:] + runnable[: self._rotation]
+        ordered = runnable[self._rotation :] + runnable[: self._rotation]
         share = max(1, spare // len(ordered))
         for exp in ordered:
             offer = min(share, spare, exp.remaining)
@@ -296,16 +317,30 @@ class Engine:
             exp.space.validate(cand.genotype)
             job_id = job_id_of(exp.name, cand.trial_id)
             trial = LiveTrial(
-                job_id=job_id, experiment=exp.name, trial_id=cand.trial_id,
-                genotype=dict(cand.genotype), parent_id=cand.parent_id,
-                morphisms=[dict(m) for m in cand.morphisms], epochs=cand.budget,
+                job_id=job_id,
+                experiment=exp.name,
+                trial_id=cand.trial_id,
+                genotype=dict(cand.genotype),
+                parent_id=cand.parent_id,
+                morphisms=[dict(m) for m in cand.morphisms],
+                epochs=cand.budget,
                 status=TrialStatus.PENDING,
             )
             self.trials[job_id] = trial
             self.pending[job_id] = None
-            rows.append(repo.trial_row(job_id, exp.name, cand.trial_id, trial.genotype,
-                                       cand.parent_id, trial.morphisms, cand.budget,
-                                       TrialStatus.PENDING, now))
+            rows.append(
+                repo.trial_row(
+                    job_id,
+                    exp.name,
+                    cand.trial_id,
+                    trial.genotype,
+                    cand.parent_id,
+                    trial.morphisms,
+                    cand.budget,
+                    TrialStatus.PENDING,
+                    now,
+                )
+            )
             exp.next_trial_id += 1
         repo.insert_trials(conn, rows)
 
@@ -357,8 +392,9 @@ class Engine:
                 repo.set_experiment_status(conn, exp.name, exp.status, now)
                 repo.append_event(conn, exp.name, "experiment_done", {}, now)
                 exp.maybe_snapshot(conn, now, force=True)
-                log.info("experiment.done", experiment=exp.name, finished=exp.finished,
-                         failed=exp.failed)
+                log.info(
+                    "experiment.done", experiment=exp.name, finished=exp.finished, failed=exp.failed
+                )
                 self._event(exp.name, "done", None, {}, None)
             else:
                 exp.maybe_snapshot(conn, now)
@@ -367,12 +403,22 @@ class Engine:
 
     def _ack(self, agent: str, job_id: str, epoch: int) -> None:
         if agent:
-            self.emit(Outbound(agent_topic(agent, AgentLeaf.ACK), "trial.ack",
-                               {"job_id": job_id, "epoch": epoch}))
+            self.emit(
+                Outbound(
+                    agent_topic(agent, AgentLeaf.ACK),
+                    "trial.ack",
+                    {"job_id": job_id, "epoch": epoch},
+                )
+            )
 
     def send_cancel(self, agent: str, job_id: str, epoch: int) -> None:
-        self.emit(Outbound(agent_topic(agent, AgentLeaf.CANCEL), "trial.cancel",
-                           {"job_id": job_id, "epoch": epoch}))
+        self.emit(
+            Outbound(
+                agent_topic(agent, AgentLeaf.CANCEL),
+                "trial.cancel",
+                {"job_id": job_id, "epoch": epoch},
+            )
+        )
 
     def _event(
         self,
@@ -382,6 +428,11 @@ class Engine:
         metrics: Mapping[str, float],
         genotype: Mapping[str, Any] | None,
     ) -> None:
-        body = {"experiment": experiment, "kind": kind, "trial_id": trial_id,
-                "metrics": dict(metrics), "genotype": dict(genotype) if genotype else None}
+        body = {
+            "experiment": experiment,
+            "kind": kind,
+            "trial_id": trial_id,
+            "metrics": dict(metrics),
+            "genotype": dict(genotype) if genotype else None,
+        }
         self.emit(Outbound(experiment_events_topic(experiment), "experiment.event", body, qos=0))

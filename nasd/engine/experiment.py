@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nasd.config import ExperimentConfig
+from nasd.engine.records import ExperimentStatus
 from nasd.events import StrategyEvent, event_kind, event_to_dict
 from nasd.space import SearchSpace, build_space
 from nasd.store import repo
 from nasd.strategy import Candidate, Strategy, build_strategy
-
-from nasd.engine.records import ExperimentStatus
 
 SNAPSHOT_EVERY = 500
 """Strategy events between two snapshots; a snapshot bounds the replay work after a restart."""

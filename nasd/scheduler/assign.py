@@ -21,9 +21,7 @@ class AgentCapacity:
     throughput: float = 0.0
 
 
-def plan_assignments(
-    jobs: Sequence[str], agents: Sequence[AgentCapacity]
-) -> list[tuple[str, str]]:
+def plan_assignments(jobs: Sequence[str], agents: Sequence[AgentCapacity]) -> list[tuple[str, str]]:
     """Pair jobs (in queue order) with agents; returns ``(job_id, agent)`` pairs.
 
     Each job goes to the agent with the most free credits left (ties: higher throughput, then

@@ -94,9 +94,7 @@ def trial_row(
     )
 
 
-def assign_trial(
-    conn: sqlite3.Connection, job_id: str, epoch: int, agent: str, now: float
-) -> None:
+def assign_trial(conn: sqlite3.Connection, job_id: str, epoch: int, agent: str, now: float) -> None:
     """Record a new lease and mark the trial running under it."""
     conn.execute(
         "INSERT INTO leases (job_id, epoch, agent, assigned_at, status) VALUES (?, ?, ?, ?, ?)",
@@ -109,9 +107,7 @@ def assign_trial(
     )
 
 
-def end_lease(
-    conn: sqlite3.Connection, job_id: str, epoch: int, status: str, now: float
-) -> None:
+def end_lease(conn: sqlite3.Connection, job_id: str, epoch: int, status: str, now: float) -> None:
     """Close one lease with ``status`` (done, expired, failed, released, superseded)."""
     conn.execute(
         "UPDATE leases SET status = ?, ended_at = ? WHERE job_id = ? AND epoch = ?",
@@ -119,9 +115,7 @@ def end_lease(
     )
 
 
-def requeue_trial(
-    conn: sqlite3.Connection, job_id: str, attempts: int, error: str | None
-) -> None:
+def requeue_trial(conn: sqlite3.Connection, job_id: str, attempts: int, error: str | None) -> None:
     """Put a trial back to pending after a lease ended without a result."""
     conn.execute(
         "UPDATE trials SET status = 'pending', attempts = ?, agent = NULL, error = ?"

@@ -57,6 +57,6 @@ class Writer:
             finally:
                 self._conn.close()
 
-        if not self._executor._shutdown:  # noqa: SLF001 - idempotence guard
+        if not self._executor._shutdown:
             self._executor.submit(_close).result()
             self._executor.shutdown(wait=True)

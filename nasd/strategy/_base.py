@@ -59,7 +59,7 @@ class Strategy(ABC):
         self.mode = mode
 
     def react(self, event: StrategyEvent) -> Sequence[Candidate]:
-        """Consume one event; return candidates (only for :class:`SlotsOpen`, a prefix of its ids)."""
+        """Consume one event; return candidates (for ``SlotsOpen``: a prefix of its ids)."""
         if isinstance(event, SlotsOpen):
             return self.propose(event.trial_ids)
         self.observe(event)

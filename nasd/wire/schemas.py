@@ -153,11 +153,9 @@ def validate(message_type: str, body: Any) -> None:
     error: ``"trial.result: body.metrics.val_acc: 'x' is not of type 'number'"``. Finiteness of
     floats is not a schema matter: :mod:`nasd.wire.codec` checks it.
     """
-    compiled = _cache.get(message_type)
-    if compiled is None:
-        if message_type not in MESSAGE_TYPES:
-            raise WireError(f"unknown message type {message_type!r:.80}")
-        compiled = _compile(message_type)
+    if message_type not in MESSAGE_TYPES:  # before the cache: it also holds experiment.json
+        raise WireError(f"unknown message type {message_type!r:.80}")
+    compiled = _cache.get(message_type) or _compile(message_type)
     error = _check(compiled, body, "body")
     if error is not None:
         raise WireError(f"{message_type}: {error}")

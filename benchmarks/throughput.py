@@ -1,0 +1,650 @@
+"""Throughput: durable evaluations per second through nasd's full path, next to Optuna's ask/tell.
+
+The nasd figure is end to end, every part real and in its own process:
+
+* a Mosquitto broker on a free loopback port (generated config: ``set_tcp_nodelay``, unlimited
+  in-flight QoS-1 messages, no persistence);
+* the daemon, ``python -m nasd.cli serve``, whose SQLite writer runs WAL with
+  ``synchronous=FULL`` (asserted by ``nasd.store.connection.open_writer``), so every result is on
+  disk before its ack is published;
+* 8 agents with a zero-cost trainer, run as 2 processes of 4 (``benchmarks/bench_agents.py``),
+  each agent with ``--slots`` credits.
+
+The rate is read from the database the daemon writes (``results.received_at``): the steady state
+between 10 % and 90 % of the budget, and the overall rate from the first to the last result. At
+the end the database must hold exactly ``budget`` results with as many distinct trial ids, and pass
+``PRAGMA integrity_check``; anything else is an error (exit status 1).
+
+In the same run Optuna's ask/tell loop is timed on an equivalent search space (the NB201 cell: 6
+categorical parameters with 5 choices, a zero-cost objective, ``RandomSampler(seed=0)``) with its
+SQLite ``RDBStorage`` and its ``JournalStorage`` file backend (both fsync each write), plus the
+in-memory storage as a reference. Optuna runs after nasd has stopped, so neither competes with the
+other for the CPU.
+
+It is a measurement, not a test: missing the 1,000 evaluations/s target still exits 0.
+Run it with ``make bench`` or ``.venv/bin/python benchmarks/throughput.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MOSQUITTO = "/usr/sbin/mosquitto"
+EXPERIMENT = "bench"
+TARGET_RATE = 1000.0
+"""The issue's target: durable evaluations per second through the full path."""
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_EDGES = 6
+
+
+class BenchmarkError(RuntimeError):
+    """Something went wrong that makes the measurement invalid (lost results, a crash...)."""
+
+
+def say(text: str) -> None:
+    """A progress line on stdout (flushed: the benchmark runs for a while)."""
+    print(text, flush=True)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait until 127.0.0.1:``port`` accepts connections; error if ``proc`` dies first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchmarkError(f"mosquitto exited with status {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise BenchmarkError(f"nothing accepts connections on 127.0.0.1:{port} after {timeout_s} s")
+
+
+class Processes:
+    """The child processes this benchmark started, stopped by pid (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Path:
+        """Start ``argv`` with stdout and stderr to ``<workdir>/<name>.log``; return the log."""
+        log_path = self.workdir / f"{name}.log"
+        log_file = log_path.open("wb")
+        self._logs.append(log_file)
+        self.children[name] = subprocess.Popen(
+            list(argv), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT, env=env, start_new_session=True,
+        )
+        return log_path
+
+    def stop(self, name: str, *, timeout_s: float = 20.0, sig: int = signal.SIGTERM) -> int:
+        """Signal one child and wait for it; SIGKILL after ``timeout_s``. Returns its status."""
+        proc = self.children[name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                say(f"  {name} did not stop within {timeout_s:.0f} s: killing it")
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        """Stop every child still running (newest first), then close the log files."""
+        for name in reversed(list(self.children)):
+            self.stop(name, timeout_s=10.0)
+        for log_file in self._logs:
+            log_file.close()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU time used so far by each running child (Linux ``/proc``)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for name, proc in self.children.items():
+            try:
+                stat = Path(f"/proc/{proc.pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return used
+
+    def check_alive(self) -> None:
+        """Error if any child has exited."""
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                tail = log_tail(self.workdir / f"{name}.log")
+                raise BenchmarkError(f"{name} exited early (status {proc.returncode}):\n{tail}")
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, indented, for error messages."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "  (no log)"
+    return "\n".join(f"  | {line[:300]}" for line in text[-lines:])
+
+
+# -- configuration files ------------------------------------------------------------------------
+
+
+def write_mosquitto_conf(workdir: Path, port: int) -> Path:
+    """A loopback-only broker tuned for many small QoS-1 messages."""
+    path = workdir / "mosquitto.conf"
+    path.write_text(
+        "\n".join([
+            f"listener {port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            # Without it every small QoS-1 exchange can wait ~40 ms (Nagle + delayed ACK).
+            "set_tcp_nodelay true",
+            "max_queued_messages 100000",
+            "max_inflight_messages 0",
+            "log_type error",
+            "log_type warning",
+            "",
+        ])
+    )
+    return path
+
+
+def write_nasd_configs(workdir: Path, port: int, budget: int) -> Path:
+    """``nasd.toml`` (daemon settings) and ``bench.toml`` (the experiment); returns the former."""
+    (workdir / "bench.toml").write_text(
+        f"""[experiment]
+name = "{EXPERIMENT}"
+budget = {budget}
+seed = 0
+lease_ttl_s = 60
+
+[space]
+kind = "nb201"
+
+[strategy]
+name = "random"
+
+[task]
+trainer = "zero"
+"""
+    )
+    nasd_toml = workdir / "nasd.toml"
+    nasd_toml.write_text(
+        f"""[daemon]
+broker = "mqtt://127.0.0.1:{port}"
+db = "bench.db"
+client_id = "nasd-bench-daemon"
+experiments = ["bench.toml"]
+"""
+    )
+    return nasd_toml
+
+
+# -- reading the daemon's database --------------------------------------------------------------
+
+
+def open_ro(db: Path) -> sqlite3.Connection:
+    """A read-only connection (WAL readers never block the daemon's writer)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def count_results(conn: sqlite3.Connection) -> int:
+    """Results the daemon has committed for the benchmark experiment."""
+    row = conn.execute("SELECT COUNT(*) FROM results WHERE experiment = ?", (EXPERIMENT,))
+    return int(row.fetchone()[0])
+
+
+def wait_for_daemon(procs: Processes, db: Path, log_path: Path, timeout_s: float) -> None:
+    """Wait until the daemon has created the experiment and reported itself online."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        if db.exists() and "daemon.online" in log_path.read_text(errors="replace"):
+            with contextlib.closing(open_ro(db)) as conn:
+                row = conn.execute("SELECT COUNT(*) FROM experiments WHERE name = ?",
+                                   (EXPERIMENT,)).fetchone()
+            if row[0] == 1:
+                return
+        time.sleep(0.1)
+    raise BenchmarkError(f"the daemon was not online after {timeout_s} s:\n{log_tail(log_path)}")
+
+
+@dataclass(slots=True)
+class Verification:
+    """What the database holds once the daemon has stopped."""
+
+    results: int
+    distinct_trials: int
+    min_trial: int | None
+    max_trial: int | None
+    integrity: str
+    journal_mode: str
+    experiment_status: str | None
+    trial_statuses: dict[str, int]
+    lease_statuses: dict[str, int]
+
+
+def verify(db: Path) -> Verification:
+    """Read the final state of the benchmark experiment from the database."""
+    with contextlib.closing(open_ro(db)) as conn:
+        results, distinct, low, high = conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT trial_id), MIN(trial_id), MAX(trial_id)"
+            " FROM results WHERE experiment = ?", (EXPERIMENT,)
+        ).fetchone()
+        integrity = "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
+        journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        status_row = conn.execute("SELECT status FROM experiments WHERE name = ?",
+                                  (EXPERIMENT,)).fetchone()
+        trials = dict(conn.execute(
+            "SELECT status, COUNT(*) FROM trials WHERE experiment = ? GROUP BY status",
+            (EXPERIMENT,)).fetchall())
+        leases = dict(conn.execute("SELECT status, COUNT(*) FROM leases GROUP BY status"))
+    return Verification(int(results), int(distinct), low, high, integrity, journal_mode,
+                        status_row[0] if status_row else None, trials, leases)
+
+
+def received_times(db: Path) -> list[float]:
+    """Every result's commit-batch time (the daemon's ``received_at``), in order."""
+    with contextlib.closing(open_ro(db)) as conn:
+        rows = conn.execute(
+            "SELECT received_at FROM results WHERE experiment = ? ORDER BY received_at",
+            (EXPERIMENT,),
+        ).fetchall()
+    return [float(r[0]) for r in rows]
+
+
+def windowed_rate(times: Sequence[float], low: float, high: float) -> float:
+    """Results per second between the ``low`` and ``high`` fractions of ``times`` (sorted)."""
+    n = len(times)
+    first, last = int(n * low), min(n - 1, int(n * high))
+    span = times[last] - times[first]
+    return (last - first) / span if span > 0 else float("inf")
+
+
+# -- the nasd run -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NasdFigures:
+    """The measured nasd run."""
+
+    budget: int
+    agents: int
+    agent_procs: int
+    slots: int
+    daemon_log_level: str
+    steady_rate: float = 0.0
+    overall_rate: float = 0.0
+    first_to_last_s: float = 0.0
+    launch_to_last_s: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    daemon_exit_status: int | None = None
+    verification: Verification | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def agent_names(agents: int, procs: int) -> list[list[str]]:
+    """``bench-0`` .. ``bench-<agents-1>`` split into ``procs`` contiguous, near-equal groups."""
+    names = [f"bench-{i}" for i in range(agents)]
+    size, extra = divmod(agents, procs)
+    groups, start = [], 0
+    for p in range(procs):
+        end = start + size + (1 if p < extra else 0)
+        groups.append(names[start:end])
+        start = end
+    return [g for g in groups if g]
+
+
+def run_nasd(args: argparse.Namespace, workdir: Path) -> NasdFigures:
+    """Broker, daemon and agents; wait for the whole budget; stop everything; verify."""
+    figures = NasdFigures(args.budget, args.agents, args.agent_procs, args.slots,
+                          args.daemon_log_level)
+    port = free_port()
+    db = workdir / "bench.db"
+    procs = Processes(workdir)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    try:
+        conf = write_mosquitto_conf(workdir, port)
+        procs.start("mosquitto", [MOSQUITTO, "-c", str(conf)])
+        wait_for_port(port, procs.children["mosquitto"], 10.0)
+        say(f"mosquitto listening on 127.0.0.1:{port}")
+
+        nasd_toml = write_nasd_configs(workdir, port, args.budget)
+        daemon_argv = [sys.executable]
+        if args.profile_daemon:
+            daemon_argv += ["-m", "cProfile", "-o", str(args.profile_daemon)]
+        daemon_argv += ["-m", "nasd.cli", "--log-level", args.daemon_log_level, "serve",
+                        "--config", str(nasd_toml)]
+        daemon_log = procs.start("daemon", daemon_argv, env)
+        wait_for_daemon(procs, db, daemon_log, 60.0)
+        say(f"daemon online (pid {procs.children['daemon'].pid}), database {db}")
+
+        launched = time.time()
+        for index, names in enumerate(agent_names(args.agents, args.agent_procs)):
+            procs.start(f"agents-{index}", [
+                sys.executable, "-m", "benchmarks.bench_agents",
+                "--broker", f"mqtt://127.0.0.1:{port}", "--names", ",".join(names),
+                "--slots", str(args.slots), "--spool-root", str(workdir / "spool"),
+            ], env)
+        say(f"{args.agents} agents started in {args.agent_procs} processes, "
+            f"{args.slots} slots each")
+
+        cpu_before = procs.cpu_seconds()
+        wait_for_budget(procs, db, args.budget, args.stall_s)
+        done_at = time.time()
+        cpu_after = procs.cpu_seconds()
+        figures.cpu_seconds = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
+                               for name in cpu_after}
+
+        for name in list(procs.children):
+            if name.startswith("agents-"):
+                procs.stop(name)
+        figures.daemon_exit_status = procs.stop("daemon", timeout_s=60.0,
+                                                sig=signal.SIGINT if args.profile_daemon
+                                                else signal.SIGTERM)
+        if figures.daemon_exit_status != 0:
+            figures.problems.append(
+                f"the daemon exited with status {figures.daemon_exit_status}:\n"
+                f"{log_tail(daemon_log)}"
+            )
+        times = received_times(db)
+        if len(times) >= 2:
+            figures.steady_rate = windowed_rate(times, 0.1, 0.9)
+            figures.first_to_last_s = times[-1] - times[0]
+            figures.overall_rate = (len(times) - 1) / max(figures.first_to_last_s, 1e-9)
+            figures.launch_to_last_s = times[-1] - launched
+        say(f"all {args.budget} results committed {done_at - launched:.1f} s after the agents "
+            "were launched")
+        figures.verification = check(verify(db), args.budget, figures.problems)
+    finally:
+        procs.stop_all()
+    return figures
+
+
+def wait_for_budget(procs: Processes, db: Path, budget: int, stall_s: float) -> None:
+    """Poll the result count every 0.25 s, printing progress, until it reaches ``budget``."""
+    conn = open_ro(db)
+    try:
+        last_count, last_change = 0, time.monotonic()
+        last_print, printed_count = time.monotonic(), 0
+        while True:
+            time.sleep(0.25)
+            procs.check_alive()
+            count = count_results(conn)
+            now = time.monotonic()
+            if count != last_count:
+                last_count, last_change = count, now
+            elif now - last_change > stall_s:
+                raise BenchmarkError(f"no new result for {stall_s:.0f} s ({count}/{budget})")
+            if now - last_print >= 2.0 or count >= budget:
+                rate = (count - printed_count) / (now - last_print)
+                say(f"  nasd: {count:>7}/{budget} results  ({rate:,.0f}/s over the last "
+                    f"{now - last_print:.1f} s)")
+                last_print, printed_count = now, count
+            if count >= budget:
+                return
+    finally:
+        conn.close()
+
+
+def check(found: Verification, budget: int, problems: list[str]) -> Verification:
+    """Add a line to ``problems`` for every way the database differs from a clean run."""
+    if found.results != budget:
+        problems.append(f"{found.results} results, expected exactly {budget}")
+    if found.distinct_trials != found.results:
+        problems.append(f"{found.results} results but {found.distinct_trials} distinct trial ids")
+    if found.integrity != "ok":
+        problems.append(f"PRAGMA integrity_check: {found.integrity}")
+    if found.journal_mode != "wal":
+        problems.append(f"journal_mode is {found.journal_mode}, expected wal")
+    if found.experiment_status != "done":
+        problems.append(f"experiment status is {found.experiment_status}, expected done")
+    return found
+
+
+# -- Optuna -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class OptunaFigures:
+    """One Optuna storage's ask/tell loop."""
+
+    storage: str
+    trials: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Trials per second."""
+        return self.trials / self.seconds if self.seconds > 0 else 0.0
+
+
+def optuna_storages(workdir: Path) -> list[tuple[str, Callable[[], Any]]]:
+    """(label, factory) for each storage to time; the journal API differs across versions."""
+    import optuna
+
+    def rdb() -> Any:
+        return optuna.storages.RDBStorage(f"sqlite:///{workdir / 'optuna.db'}")
+
+    def journal() -> Any:
+        path = str(workdir / "optuna-journal.log")
+        journal_module = getattr(optuna.storages, "journal", None)
+        backend_cls = getattr(journal_module, "JournalFileBackend", None)
+        if backend_cls is None:  # Optuna < 4
+            backend_cls = optuna.storages.JournalFileStorage  # type: ignore[attr-defined]
+        return optuna.storages.JournalStorage(backend_cls(path))
+
+    def memory() -> Any:
+        return optuna.storages.InMemoryStorage()
+
+    return [("optuna RDBStorage (SQLite file)", rdb),
+            ("optuna JournalStorage (file)", journal),
+            ("optuna InMemoryStorage (reference, not durable)", memory)]
+
+
+def run_optuna(label: str, make_storage: Callable[[], Any], seconds: float) -> OptunaFigures:
+    """Ask/tell with a random sampler on the NB201 cell for ``seconds``; count the trials."""
+    import optuna
+
+    study = optuna.create_study(storage=make_storage(), study_name="bench",
+                                sampler=optuna.samplers.RandomSampler(seed=0),
+                                direction="maximize")
+    trials = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        trial = study.ask()
+        ops = [trial.suggest_categorical(f"edge{i}", NB201_OPS) for i in range(NB201_EDGES)]
+        study.tell(trial, ops.count("nor_conv_3x3") / NB201_EDGES)
+        trials += 1
+    elapsed = time.perf_counter() - started
+    stored = len(study.get_trials(deepcopy=False))
+    if stored != trials:
+        raise BenchmarkError(f"{label}: {trials} trials told, {stored} stored")
+    return OptunaFigures(label, trials, elapsed)
+
+
+def run_all_optuna(workdir: Path, seconds: float) -> list[OptunaFigures]:
+    """Every storage of :func:`optuna_storages`, one after the other."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    figures = []
+    for label, factory in optuna_storages(workdir):
+        say(f"  {label}: {seconds:g} s of ask/tell ...")
+        result = run_optuna(label, factory, seconds)
+        say(f"  {label}: {result.trials} trials, {result.rate:,.1f}/s")
+        figures.append(result)
+    return figures
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def ratio(value: float, base: float | None) -> str:
+    """``value / base`` as ``12.3x``, or ``-`` when there is no base."""
+    return f"{value / base:,.1f}x" if base else "-"
+
+
+def report(nasd_figures: NasdFigures, optuna_figures: list[OptunaFigures]) -> None:
+    """Print the table, the checks and the verdict."""
+    rates = {f.storage: f.rate for f in optuna_figures}
+    sqlite_rate = next((r for s, r in rates.items() if "RDB" in s), None)
+    journal_rate = next((r for s, r in rates.items() if "Journal" in s), None)
+    n = nasd_figures
+    durable = "SQLite WAL, synchronous=FULL"
+    setup = (f"{n.agents} agents x {n.slots} slots in {n.agent_procs} procs, "
+             f"zero-cost trainer, Mosquitto, {durable}")
+    rows: list[tuple[str, float]] = [
+        ("nasd, steady state (10-90 % of budget)", n.steady_rate),
+        ("nasd, overall (first to last result)", n.overall_rate),
+        *((f.storage, f.rate) for f in optuna_figures),
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    say("")
+    say(f"nasd: budget {n.budget}, {setup}; daemon log level {n.daemon_log_level}")
+    say(f"{'system':<{width}}{'evals/s':>10}  {'vs optuna sqlite':>16}  {'vs optuna journal':>17}")
+    say("-" * (width + 47))
+    for label, rate in rows:
+        say(f"{label:<{width}}{rate:>10,.1f}  {ratio(rate, sqlite_rate):>16}  "
+            f"{ratio(rate, journal_rate):>17}")
+    say("")
+    say(f"nasd time to complete: {n.first_to_last_s:.2f} s first to last result, "
+        f"{n.launch_to_last_s:.2f} s from launching the agents")
+    if n.cpu_seconds:
+        used = ", ".join(f"{name} {secs:.1f} s" for name, secs in n.cpu_seconds.items())
+        say(f"CPU time while the agents ran (2 cores = {2 * n.launch_to_last_s:.1f} "
+            f"core-seconds available): {used}")
+    v = n.verification
+    if v is not None:
+        say(f"database check: {v.results} results, {v.distinct_trials} distinct trial ids "
+            f"({v.min_trial}..{v.max_trial}), integrity_check {v.integrity}, journal_mode "
+            f"{v.journal_mode}, experiment {v.experiment_status}; trials {v.trial_statuses}, "
+            f"leases {v.lease_statuses}")
+    say("durability: the daemon commits every result batch with synchronous=FULL in WAL mode "
+        "before acking it; Optuna's RDBStorage (SQLite, default synchronous=FULL) and its journal "
+        "file backend (fsync per append) are durable as well.")
+    verdict = "MET" if n.steady_rate >= TARGET_RATE else "MISSED"
+    say(f"target >= {TARGET_RATE:,.0f} durable evaluations/s (steady state): {verdict} "
+        f"({n.steady_rate:,.0f}/s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        description="nasd end-to-end throughput versus Optuna's ask/tell loop."
+    )
+    parser.add_argument("--budget", type=int, default=20_000,
+                        help="evaluations in the nasd run (default: 20000)")
+    parser.add_argument("--slots", type=int, default=16,
+                        help="credits (concurrent jobs) per agent (default: 16)")
+    parser.add_argument("--agents", type=int, default=8, help="agents (default: 8)")
+    parser.add_argument("--agent-procs", type=int, default=2,
+                        help="processes the agents are spread over (default: 2)")
+    parser.add_argument("--optuna-seconds", type=float, default=5.0,
+                        help="seconds of ask/tell per Optuna storage; 0 skips Optuna (default: 5)")
+    parser.add_argument("--daemon-log-level", default="info", choices=["debug", "info", "warning"],
+                        help="the daemon's --log-level (default: info, as deployed)")
+    parser.add_argument("--stall-s", type=float, default=60.0,
+                        help="give up when no result arrives for this long (default: 60)")
+    parser.add_argument("--profile-daemon", type=Path, default=None, metavar="FILE",
+                        help="run the daemon under cProfile and write the profile to FILE")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write the figures as JSON to FILE")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (logs, databases)")
+    return parser
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Refuse options that cannot make a valid run."""
+    if not 1 <= args.budget <= 1_000_000:
+        raise SystemExit("--budget must be between 1 and 1000000")
+    if not 1 <= args.slots <= 64:
+        raise SystemExit("--slots must be between 1 and 64")
+    if args.agents < 1 or not 1 <= args.agent_procs <= args.agents:
+        raise SystemExit("--agents must be >= 1 and --agent-procs between 1 and --agents")
+    if args.optuna_seconds < 0:
+        raise SystemExit("--optuna-seconds must be >= 0")
+    if not Path(MOSQUITTO).exists():
+        raise SystemExit(f"{MOSQUITTO} not found: install mosquitto")
+    if args.profile_daemon is not None:
+        args.profile_daemon = args.profile_daemon.resolve()
+
+
+@contextlib.contextmanager
+def workspace(keep: bool) -> Iterator[Path]:
+    """A temporary directory, removed afterwards unless ``keep``."""
+    path = Path(tempfile.mkdtemp(prefix="nasd-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            say(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 after a valid measurement (target met or not), 1 on errors."""
+    args = build_parser().parse_args(argv)
+    validate(args)
+    with workspace(args.keep) as workdir:
+        try:
+            say(f"nasd throughput benchmark in {workdir}")
+            nasd_figures = run_nasd(args, workdir)
+            optuna_figures: list[OptunaFigures] = []
+            if args.optuna_seconds > 0:
+                say("Optuna ask/tell on the NB201 cell (6 categorical x 5), RandomSampler(seed=0)")
+                optuna_figures = run_all_optuna(workdir, args.optuna_seconds)
+        except BenchmarkError as exc:
+            print(f"throughput: error: {exc}", file=sys.stderr)
+            return 1
+        report(nasd_figures, optuna_figures)
+        if args.json is not None:
+            data = {"nasd": asdict(nasd_figures),
+                    "optuna": [{**asdict(f), "rate": f.rate} for f in optuna_figures]}
+            args.json.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        if nasd_figures.problems:
+            for problem in nasd_figures.problems:
+                print(f"throughput: error: {problem}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Fault injection with real processes and a real Mosquitto: kill -9 the daemon, lose an agent.
+
+After every scenario the checker counts: exactly ``budget`` finished evaluations, no trial id twice,
+no result lost (every agent spool drained), and ``PRAGMA integrity_check`` is ok.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration import procs
+
+pytestmark = pytest.mark.slow
+
+SLEEPY = "tests.integration.trainers:sleepy"
+
+
+def check_exact(db: Path, experiment: str, budget: int, spools: list[Path]) -> None:
+    """The evaluation count is exact and nothing is lost or duplicated."""
+    assert procs.query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert procs.query(
+        db,
+        "SELECT COUNT(*), COUNT(DISTINCT trial_id), MIN(trial_id),"
+        " MAX(trial_id) FROM trials WHERE experiment = ?",
+        experiment,
+    ) == [(budget, budget, 0, budget - 1)]
+    assert procs.query(
+        db, "SELECT COUNT(*), COUNT(DISTINCT job_id) FROM results WHERE experiment = ?", experiment
+    ) == [(budget, budget)]
+    assert procs.query(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [
+        ("succeeded", budget)
+    ]
+    assert procs.query(db, "SELECT COUNT(*) FROM leases WHERE status = 'active'") == [(0,)]
+    for spool in spools:
+        assert procs.query(spool / "spool.db", "SELECT COUNT(*) FROM results") == [(0,)]
+
+
+def test_daemon_killed_five_times_loses_and_duplicates_nothing(
+    mosquitto: object, tmp_path: Path
+) -> None:
+    url = mosquitto.url  # type: ignore[attr-defined]
+    budget = 60
+    experiment = procs.write_experiment(
+        tmp_path / "exp.toml",
+        "restarts",
+        budget,
+        trainer=SLEEPY,
+        strategy="aging-evolution",
+        lease_ttl_s=20,
+        options="seconds = 0.4\nsteps = 2",
+    )
+    settings = procs.write_settings(tmp_path, url, experiment)
+    db = tmp_path / "nasd.db"
+    log = tmp_path / "daemon.log"
+    agents = [procs.start_agent(url, f"agent-{i}", tmp_path, slots=2) for i in range(2)]
+    logs = [log, tmp_path / "agent-0.log", tmp_path / "agent-1.log"]
+    daemon = procs.start_daemon(settings, log)
+    rng = random.Random(7)
+    kills = 0
+    try:
+        for threshold in (6, 15, 24, 33, 42, 50):
+            procs.wait_until(
+                lambda t=threshold: procs.count_results(db, "restarts") >= t,
+                120,
+                f"{threshold} results before kill #{kills + 1}",
+                logs=logs,
+            )
+            time.sleep(rng.uniform(0.0, 0.5))  # land the kill anywhere in the work cycle
+            procs.kill(daemon)
+            kills += 1
+            time.sleep(rng.uniform(0.0, 1.0))
+            daemon = procs.start_daemon(settings, log)
+        procs.wait_until(
+            lambda: procs.query(db, "SELECT status FROM experiments") == [("done",)],
+            180,
+            "the search to finish after the restarts",
+            logs=logs,
+        )
+        time.sleep(1.0)  # the last acks reach the agents
+    finally:
+        for agent in agents:
+            procs.stop(agent)
+        procs.stop(daemon)
+    assert kills >= 5
+    check_exact(db, "restarts", budget, [tmp_path / "spool" / f"agent-{i}" for i in range(2)])
+    # The strategy kept its history across restarts: children have parents that exist.
+    orphans = procs.query(
+        db,
+        "SELECT COUNT(*) FROM trials c WHERE c.parent_id IS NOT NULL AND"
+        " NOT EXISTS (SELECT 1 FROM results p WHERE p.experiment ="
+        " c.experiment AND p.trial_id = c.parent_id)",
+    )
+    assert orphans == [(0,)]
+    assert procs.query(db, "SELECT COUNT(*) FROM trials WHERE parent_id IS NOT NULL")[0][0] > 20
+
+
+def test_agent_killed_mid_job_has_its_job_finished_elsewhere(
+    mosquitto: object, tmp_path: Path
+) -> None:
+    url = mosquitto.url  # type: ignore[attr-defined]
+    budget = 12
+    experiment = procs.write_experiment(
+        tmp_path / "exp.toml",
+        "agentloss",
+        budget,
+        trainer=SLEEPY,
+        lease_ttl_s=5,
+        options="seconds = 1.5\nsteps = 3",
+    )
+    settings = procs.write_settings(tmp_path, url, experiment)
+    db = tmp_path / "nasd.db"
+    logs = [tmp_path / "daemon.log", tmp_path / "victim.log", tmp_path / "survivor.log"]
+    daemon = procs.start_daemon(settings, logs[0])
+    victim = procs.start_agent(url, "victim", tmp_path)
+    survivor = procs.start_agent(url, "survivor", tmp_path)
+    try:
+        procs.wait_until(
+            lambda: bool(
+                procs.query(db, "SELECT 1 FROM leases WHERE agent = 'victim' AND status = 'active'")
+            ),
+            60,
+            "the victim to hold a job",
+            logs=logs,
+        )
+        time.sleep(0.5)  # mid-job
+        (victim_job,) = procs.query(
+            db, "SELECT job_id FROM leases WHERE agent = 'victim' AND status = 'active'"
+        )[0]
+        procs.kill(victim)
+        procs.wait_until(
+            lambda: procs.count_results(db, "agentloss") >= budget,
+            120,
+            "the search to finish on the survivor",
+            logs=logs,
+        )
+        procs.wait_until(
+            lambda: procs.query(db, "SELECT status FROM experiments") == [("done",)],
+            30,
+            "the experiment to be done",
+            logs=logs,
+        )
+        time.sleep(0.5)
+    finally:
+        procs.stop(survivor)
+        procs.stop(daemon)
+    assert procs.query(db, "SELECT agent FROM results WHERE job_id = ?", victim_job) == [
+        ("survivor",)
+    ]
+    assert procs.query(
+        db, "SELECT status FROM leases WHERE job_id = ? AND agent = 'victim'", victim_job
+    ) == [("expired",)]
+    check_exact(db, "agentloss", budget, [tmp_path / "spool" / "survivor"])

@@ -1,0 +1,292 @@
+"""The engine's protocol rules, against a real SQLite file and no broker."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nasd.engine import Engine, Inbound, Outbound, control, rebuild
+from nasd.store import Writer
+
+PROFILE = {
+    "host": "h",
+    "device": "cpu",
+    "device_name": "cpu",
+    "memory_bytes": 1,
+    "cpu_count": 1,
+    "gpu_count": 0,
+    "torch_version": "2",
+    "throughput": 1.0,
+    "slots": 2,
+    "nasd_version": "0",
+}
+
+
+def config(name: str = "exp", budget: int = 6, strategy: str = "random", **exp: Any) -> dict:
+    return {
+        "experiment": {"name": name, "budget": budget, "max_attempts": 2, "lease_ttl_s": 10, **exp},
+        "space": {"kind": "nb201"},
+        "strategy": {"name": strategy},
+        "task": {"trainer": "zero"},
+    }
+
+
+class Harness:
+    """Drives an engine through its writer, like the daemon does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer = Writer(path)
+        self.engine: Engine = self.writer.run_sync(lambda c: rebuild(c, 0.0))
+        self.now = 1000.0
+
+    def apply(self, *inputs: Inbound, advance: float = 0.0) -> list[Outbound]:
+        self.now += advance
+        return self.writer.run_sync(lambda c: self.engine.apply(c, list(inputs), self.now))
+
+    def submit(self, data: dict) -> None:
+        self.writer.run_sync(lambda c: control.submit(self.engine, c, data, self.now))
+
+    def online(self, agent: str, slots: int = 2) -> list[Outbound]:
+        return self.apply(
+            Inbound(
+                "agent.state", agent, {"state": "online", "profile": {**PROFILE, "slots": slots}}
+            )
+        )
+
+    def query(self, sql: str, *args: Any) -> list[tuple]:
+        conn = sqlite3.connect(self.path)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+
+def result(job_id: str, epoch: int, status: str = "ok", val_acc: float = 0.5) -> dict:
+    return {
+        "job_id": job_id,
+        "epoch": epoch,
+        "status": status,
+        "metrics": {"val_acc": val_acc} if status == "ok" else {},
+        "error": None if status == "ok" else "boom",
+        "started_at": 1.0,
+        "finished_at": 2.0,
+        "checkpoint": None,
+    }
+
+
+def assigns(out: list[Outbound]) -> list[dict]:
+    return [m.body for m in out if m.type == "trial.assign"]
+
+
+def of_type(out: list[Outbound], kind: str) -> list[Outbound]:
+    return [m for m in out if m.type == kind]
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path / "nasd.db")
+    yield harness
+    harness.writer.close()
+
+
+def test_work_is_assigned_up_to_the_agents_slots(h: Harness) -> None:
+    h.submit(config(budget=10))
+    out = h.online("a", slots=3)
+    jobs = assigns(out)
+    assert [j["job_id"] for j in jobs] == ["exp:0", "exp:1", "exp:2"]
+    assert all(m.topic == "nasd/v1/agents/a/assign" for m in of_type(out, "trial.assign"))
+    assert h.apply() == [] or not assigns(h.apply())
+    assert h.query("SELECT COUNT(*) FROM leases WHERE status = 'active'") == [(3,)]
+
+
+def test_result_is_stored_once_and_acked_every_time(h: Harness) -> None:
+    h.submit(config(budget=4))
+    job = assigns(h.online("a", slots=1))[0]
+    out = h.apply(Inbound("trial.result", "a", result(job["job_id"], job["epoch"])))
+    assert [m.body for m in of_type(out, "trial.ack")] == [{"job_id": "exp:0", "epoch": 1}]
+    assert [j["job_id"] for j in assigns(out)] == ["exp:1"]
+    again = h.apply(Inbound("trial.result", "a", result(job["job_id"], job["epoch"], val_acc=0.9)))
+    assert len(of_type(again, "trial.ack")) == 1
+    assert h.query("SELECT COUNT(*) FROM results") == [(1,)]
+    assert h.query("SELECT metrics FROM results") == [('{"val_acc": 0.5}',)]
+    assert h.engine.experiments["exp"].finished == 1
+
+
+def test_result_from_an_agent_without_the_lease_is_refused(h: Harness) -> None:
+    h.submit(config(budget=2))
+    job = assigns(h.online("a", slots=1))[0]
+    out = h.apply(Inbound("trial.result", "intruder", result(job["job_id"], job["epoch"])))
+    assert of_type(out, "trial.ack") == []
+    assert h.query("SELECT COUNT(*) FROM results") == [(0,)]
+    assert h.query("SELECT status FROM trials WHERE job_id = 'exp:0'") == [("running",)]
+
+
+def test_expired_lease_is_retried_then_fails_after_max_attempts(h: Harness) -> None:
+    h.submit(config(budget=1))
+    first = assigns(h.online("a", slots=1))[0]
+    out = h.apply(advance=11)  # past lease_ttl_s: expired, requeued, reassigned
+    assert [m.body for m in of_type(out, "trial.cancel")] == [{"job_id": "exp:0", "epoch": 1}]
+    second = assigns(out)[0]
+    assert second["job_id"] == first["job_id"] and second["epoch"] == 2
+    out = h.apply(advance=11)  # second attempt expires too: max_attempts = 2
+    assert assigns(out) == []
+    assert h.query("SELECT status, attempts FROM trials") == [("failed", 2)]
+    assert h.engine.experiments["exp"].status == "done"
+    kinds = [r[0] for r in h.query("SELECT kind FROM events ORDER BY seq")]
+    assert "trial_failed" in kinds and kinds[-1] == "experiment_done"
+
+
+def test_progress_heartbeats_keep_a_lease_alive(h: Harness) -> None:
+    h.submit(config(budget=1))
+    job = assigns(h.online("a", slots=1))[0]
+    for _ in range(5):
+        beat = {
+            "job_id": job["job_id"],
+            "epoch": job["epoch"],
+            "step": 1,
+            "total": 5,
+            "metrics": {},
+        }
+        assert (
+            of_type(h.apply(Inbound("trial.progress", "a", beat), advance=6), "trial.cancel") == []
+        )
+    assert h.query("SELECT status FROM trials") == [("running",)]
+
+
+def test_late_result_from_an_older_lease_wins_and_cancels_the_newer(h: Harness) -> None:
+    h.submit(config(budget=1))
+    h.online("a", slots=1)
+    h.online("b", slots=1)
+    old = h.query("SELECT agent, epoch FROM leases")[0]
+    out = h.apply(advance=11)
+    new = assigns(out)[0]
+    assert new["epoch"] == 2
+    out = h.apply(Inbound("trial.result", old[0], result("exp:0", old[1])))
+    assert of_type(out, "trial.ack")[0].body == {"job_id": "exp:0", "epoch": 1}
+    cancels = of_type(out, "trial.cancel")
+    assert [c.body for c in cancels] == [{"job_id": "exp:0", "epoch": 2}]
+    assert h.query("SELECT status FROM trials") == [("succeeded",)]
+    assert sorted(h.query("SELECT epoch, status FROM leases")) == [(1, "done"), (2, "superseded")]
+
+
+def test_agent_offline_requeues_its_jobs(h: Harness) -> None:
+    h.submit(config(budget=2))
+    h.online("a", slots=2)
+    out = h.apply(Inbound("agent.state", "a", {"state": "offline"}))
+    assert assigns(out) == []
+    assert h.query("SELECT status, attempts FROM trials ORDER BY trial_id") == [
+        ("pending", 1),
+        ("pending", 1),
+    ]
+    out = h.online("b", slots=2)
+    assert sorted(j["job_id"] for j in assigns(out)) == ["exp:0", "exp:1"]
+
+
+def test_released_job_is_requeued_without_using_an_attempt(h: Harness) -> None:
+    h.submit(config(budget=1))
+    job = assigns(h.online("a", slots=1))[0]
+    out = h.apply(Inbound("trial.result", "a", result(job["job_id"], 1, status="released")))
+    assert assigns(out)[0]["epoch"] == 2
+    assert h.query("SELECT attempts FROM trials") == [(0,)]
+
+
+def test_agent_never_holds_more_than_its_slots(h: Harness) -> None:
+    h.submit(config(budget=20))
+    held: set[str] = set()
+    out = h.online("a", slots=3)
+    for _ in range(20):
+        held |= {j["job_id"] for j in assigns(out)}
+        assert len(held) <= 3
+        if not held:
+            break
+        done = sorted(held)[0]
+        held.discard(done)
+        epoch = h.query("SELECT epoch FROM trials WHERE job_id = ?", done)[0][0]
+        out = h.apply(Inbound("trial.result", "a", result(done, epoch)))
+    assert h.query("SELECT COUNT(*) FROM results") == [(20,)]
+
+
+def test_rebuild_restores_strategy_counters_and_leases(h: Harness, tmp_path: Path) -> None:
+    h.submit(config(budget=30, strategy="aging-evolution"))
+    held = {j["job_id"]: j["epoch"] for j in assigns(h.online("a", slots=3))}
+    for step in range(14):
+        job_id = sorted(held)[0]
+        out = h.apply(
+            Inbound("trial.result", "a", result(job_id, held.pop(job_id), val_acc=step / 20))
+        )
+        held |= {j["job_id"]: j["epoch"] for j in assigns(out)}
+    assert h.engine.experiments["exp"].strategy.evolving  # type: ignore[attr-defined]
+    live = h.engine.experiments["exp"]
+    rebuilt = h.writer.run_sync(lambda c: rebuild(c, h.now)).experiments["exp"]
+    assert rebuilt.strategy.state_dict() == live.strategy.state_dict()
+    assert (rebuilt.next_trial_id, rebuilt.finished, rebuilt.best) == (
+        live.next_trial_id,
+        live.finished,
+        live.best,
+    )
+    engine = h.writer.run_sync(lambda c: rebuild(c, h.now))
+    assert set(engine.trials) == set(h.engine.trials)
+    assert {j.body["job_id"] for j in engine.assignments_to_resend()} == {
+        t.job_id for t in h.engine.trials.values() if t.status == "running"
+    }
+
+
+def test_resubmitting_the_same_config_is_a_noop_and_a_different_one_is_refused(
+    h: Harness,
+) -> None:
+    h.submit(config(budget=3))
+    h.submit(config(budget=3))
+    out = h.apply(
+        Inbound(
+            "control.request",
+            None,
+            {
+                "client": "cli",
+                "correlation_id": "c1",
+                "command": "submit",
+                "args": {"config": config(budget=4)},
+            },
+        )
+    )
+    reply = of_type(out, "control.response")[0]
+    assert reply.topic == "nasd/v1/control/response/cli"
+    assert reply.body["ok"] is False and "different config" in reply.body["error"]
+    assert h.query("SELECT COUNT(*) FROM experiments") == [(1,)]
+
+
+def test_invalid_submitted_config_gets_an_error_reply_and_changes_nothing(h: Harness) -> None:
+    bad = config()
+    bad["strategy"] = {"name": "aging-evolution", "popsize": 3}
+    out = h.apply(
+        Inbound(
+            "control.request",
+            None,
+            {"client": "cli", "correlation_id": "c2", "command": "submit", "args": {"config": bad}},
+        )
+    )
+    reply = of_type(out, "control.response")[0].body
+    assert reply["ok"] is False and "popsize" in reply["error"]
+    assert h.query("SELECT COUNT(*) FROM experiments") == [(0,)]
+
+
+def test_pause_stops_new_proposals_and_resume_continues(h: Harness) -> None:
+    h.submit(config(budget=10))
+    request = {"client": "cli", "correlation_id": "c", "args": {"experiment": "exp"}}
+    h.apply(Inbound("control.request", None, {**request, "command": "pause"}))
+    out = h.online("a", slots=2)
+    assert assigns(out) == []
+    out = h.apply(Inbound("control.request", None, {**request, "command": "resume"}))
+    assert len(assigns(out)) == 2
+
+
+def test_two_experiments_share_the_agents(h: Harness) -> None:
+    h.submit(config(name="one", budget=10))
+    h.submit(config(name="two", budget=10))
+    out = h.online("a", slots=4)
+    names = sorted(j["experiment"] for j in assigns(out))
+    assert names == ["one", "one", "two", "two"]
