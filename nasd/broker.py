@@ -10,9 +10,9 @@ What this module adds to amqtt, and why:
   "anonymous", and amqtt then neither queues QoS 1 messages for them while they are offline nor
   keeps their subscriptions. Agents and the daemon reconnect with ``clean_session=False``, so an
   auth plugin that admits everyone without that mark is installed instead.
-- **Keep-alive enforcement.** amqtt never drops a silent client, so a frozen (SIGSTOPped) agent would
-  never get its last will published. Here a client that sends nothing for 1.5 times its keep-alive
-  is disconnected, as MQTT 3.1.1 section 3.1.2.10 asks, and its will is published.
+- **Keep-alive enforcement.** amqtt never drops a silent client, so a frozen (SIGSTOPped) agent
+  would never get its last will published. Here a client that sends nothing for 1.5 times its
+  keep-alive is disconnected, as MQTT 3.1.1 section 3.1.2.10 asks, and its will is published.
 - **Retained messages only for one's own subscriptions.** On (re)connect amqtt replays retained
   messages matching *any* client's subscriptions; here a client only gets those matching its own.
 - **Quiet logs.** amqtt logs every connection at INFO and prints tracebacks when a client vanishes
@@ -96,7 +96,9 @@ class _TracebackFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if (message.startswith(_PROBE_PREFIXES) and "No data" in message) or "No more data" in message:
+        if message.startswith(_PROBE_PREFIXES) and (
+            "No data" in message or "No more data" in message
+        ):
             return False
         if record.exc_info and isinstance(record.exc_info[1], _DISCONNECT_ERRORS):
             record.msg = f"{message} ({record.exc_info[1]!r})"
@@ -136,7 +138,7 @@ class OpenAuthPlugin(BaseAuthPlugin):
 
 
 class _NasdBroker(Broker):
-    """amqtt's broker with keep-alive enforcement and per-client retained replay (see module doc)."""
+    """amqtt's broker plus keep-alive enforcement and per-client retained replay (module doc)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -165,7 +167,7 @@ class _NasdBroker(Broker):
         # leaves empty. Ours ends the connection so that the will is published.
         if session.keep_alive > 0:
             session.keep_alive = math.ceil(session.keep_alive * _KEEPALIVE_GRACE)
-        handler.handle_read_timeout = lambda: self._on_keepalive_expired(handler)  # type: ignore[method-assign]
+        handler.handle_read_timeout = lambda: self._on_keepalive_expired(handler)
         return handler, session
 
     def _on_keepalive_expired(self, handler: BrokerProtocolHandler) -> None:

@@ -112,7 +112,7 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "no database" in missing.stderr and "Traceback" not in missing.stderr
     bad = tmp_path / "bad.toml"
-    bad.write_text('[experiment]\nname = "x"\nbudget = 0\n')
+    procs.write_experiment(bad, "x", 0, trainer="zero")
     run = _cli("run", str(bad))
     assert run.returncode == 2 and "budget" in run.stderr and "Traceback" not in run.stderr
     nobroker = _cli("submit", str(bad), "--broker", "mqtt://127.0.0.1:1")
