@@ -158,9 +158,11 @@ class Engine:
         epoch = int(body["epoch"])
         trial = self.trials.get(job_id)
         if trial is None:
-            known = conn.execute("SELECT status FROM trials WHERE job_id = ?", (job_id,))
-            row = known.fetchone()
-            log.debug("result.duplicate", job_id=job_id, agent=name, known=row is not None)
+            # Finished (a duplicate) or unknown (e.g. from before a --fresh start): ack either way
+            # so the agent's spool drains; nothing is stored.
+            known = conn.execute("SELECT 1 FROM trials WHERE job_id = ?", (job_id,)).fetchone()
+            log.info("result.duplicate" if known else "result.unknown_job", job_id=job_id,
+                     agent=name)
             self._ack(name, job_id, epoch)
             return
         if trial.assignments.get(epoch) != name:
