@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,14 +123,11 @@ class Daemon:
             await asyncio.to_thread(writer.close)
 
     @staticmethod
-    def _submit(engine: Engine, config: ExperimentConfig, conn: object) -> None:
-        existing = engine.experiments.get(config.name)
-        if existing is not None and existing.config.to_json() != config.to_json():
-            raise ConfigError(
-                f"the database already holds an experiment {config.name!r} with a different "
-                "config; start over with --fresh, use another --db, or rename the experiment"
-            )
-        control_commands.submit(engine, conn, config.to_dict(), time.time())  # type: ignore[arg-type]
+    def _submit(engine: Engine, config: ExperimentConfig, conn: sqlite3.Connection) -> None:
+        try:
+            control_commands.submit(engine, conn, config.to_dict(), time.time())
+        except control_commands.CommandError as exc:
+            raise ConfigError(f"{exc} (or start over with --fresh, or use another --db)") from None
 
     async def _serve(self, writer: Writer, engine: Engine) -> None:
         state = daemon_state_topic()

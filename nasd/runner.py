@@ -84,7 +84,7 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> dict[str,
         delete_database(options.db)
     run_dir = options.db.parent / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    if _already_complete(options.db, config.name):
+    if _already_complete(options.db, config):
         print(
             f"{config.name}: already complete in {options.db} (use --fresh to start over)", file=out
         )
@@ -150,15 +150,18 @@ async def _stop_agents(agents: list[asyncio.subprocess.Process]) -> None:
             await proc.wait()
 
 
-def _already_complete(db: Path, name: str) -> bool:
+def _already_complete(db: Path, config: ExperimentConfig) -> bool:
+    """True if the database holds this experiment, finished, at this budget or more."""
     if not db.exists():
         return False
     conn = open_reader(db)
     try:
-        summary = queries.experiment_summary(conn, name)
+        summary = queries.experiment_summary(conn, config.name)
     finally:
         conn.close()
-    return summary is not None and summary["status"] == "done"
+    return (
+        summary is not None and summary["status"] == "done" and summary["budget"] >= config.budget
+    )
 
 
 def _best(db: Path, name: str) -> dict[str, Any] | None:

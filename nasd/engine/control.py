@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from nasd.config import experiment_from_dict
+from nasd.config import ExperimentConfig, experiment_from_dict
 from nasd.engine.experiment import ExperimentRuntime
 from nasd.engine.records import ExperimentStatus, LeaseStatus, Outbound, TrialStatus
 from nasd.errors import ConfigError
@@ -64,10 +64,18 @@ def handle(engine: Engine, conn: sqlite3.Connection, body: Mapping[str, Any], no
 def submit(
     engine: Engine, conn: sqlite3.Connection, config_data: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
-    """Create an experiment from a config mapping; resubmitting the same config is a no-op."""
+    """Create an experiment from a config mapping.
+
+    Resubmitting the same config is a no-op; resubmitting it with another budget changes the
+    budget (a finished search can be extended); any other difference is refused.
+    """
     config = experiment_from_dict(config_data, source="submitted config")
     existing = engine.experiments.get(config.name)
     if existing is not None:
+        if existing.config.budget != config.budget and (
+            existing.config.with_budget(config.budget).to_json() == config.to_json()
+        ):
+            return _change_budget(conn, existing, config, now)
         if existing.config.to_json() != config.to_json():
             raise CommandError(
                 f"experiment {config.name!r} already exists with a different config; "
@@ -85,6 +93,27 @@ def submit(
         strategy=config.strategy_name,
     )
     return {"experiment": config.name, "created": True, "status": runtime.status.value}
+
+
+def _change_budget(
+    conn: sqlite3.Connection, runtime: ExperimentRuntime, config: ExperimentConfig, now: float
+) -> dict[str, Any]:
+    if config.budget < runtime.next_trial_id:
+        raise CommandError(
+            f"experiment {config.name!r} already has {runtime.next_trial_id} trials; "
+            f"its budget cannot go down to {config.budget}"
+        )
+    runtime.config = config
+    runtime.waiting = False
+    conn.execute(
+        "UPDATE experiments SET config = ? WHERE name = ?", (config.to_json(), config.name)
+    )
+    repo.append_event(conn, config.name, "budget_changed", {"budget": config.budget}, now)
+    if runtime.status is ExperimentStatus.DONE and not runtime.complete:
+        runtime.status = ExperimentStatus.RUNNING
+        repo.set_experiment_status(conn, config.name, runtime.status)
+    log.info("experiment.budget_changed", experiment=config.name, budget=config.budget)
+    return {"experiment": config.name, "created": False, "status": runtime.status.value}
 
 
 def _submit(engine: Engine, conn: sqlite3.Connection, args: dict[str, Any], now: float) -> Any:

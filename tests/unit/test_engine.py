@@ -290,3 +290,19 @@ def test_two_experiments_share_the_agents(h: Harness) -> None:
     out = h.online("a", slots=4)
     names = sorted(j["experiment"] for j in assigns(out))
     assert names == ["one", "one", "two", "two"]
+
+
+def test_resubmitting_with_a_larger_budget_extends_a_finished_search(h: Harness) -> None:
+    h.submit(config(budget=1))
+    job = assigns(h.online("a", slots=1))[0]
+    h.apply(Inbound("trial.result", "a", result(job["job_id"], job["epoch"])))
+    assert h.engine.experiments["exp"].status == "done"
+    h.submit(config(budget=3))
+    out = h.apply()
+    assert h.engine.experiments["exp"].status == "running"
+    assert [j["job_id"] for j in assigns(out)] == ["exp:1"]
+    assert h.query("SELECT status FROM experiments") == [("running",)]
+    rebuilt = h.writer.run_sync(lambda c: rebuild(c, h.now)).experiments["exp"]
+    assert rebuilt.config.budget == 3
+    with pytest.raises(control.CommandError, match="cannot go down"):
+        h.writer.run_sync(lambda c: control.submit(h.engine, c, config(budget=1), h.now))
