@@ -45,8 +45,13 @@ def zero_cost_train(request: TrainRequest, context: TrainContext) -> TrainResult
     ops = request.genotype.get("ops", [])
     convs = sum(1 for op in ops if op in _CONV_OPS)
     val_acc = convs / len(ops) if ops else 0.0
-    metrics = {"val_acc": val_acc, "test_acc": val_acc, "params": 0.0, "flops": 0.0,
-               "train_seconds": 0.0}
+    metrics = {
+        "val_acc": val_acc,
+        "test_acc": val_acc,
+        "params": 0.0,
+        "flops": 0.0,
+        "train_seconds": 0.0,
+    }
     return TrainResult(metrics)
 
 
@@ -109,8 +114,13 @@ def build_agents(
     return [
         Agent(
             AgentOptions(
-                broker=broker, name=name, profile=profile, spool_dir=spool_root / name,
-                device="cpu", slots=slots, checkpoint_dir=None,
+                broker=broker,
+                name=name,
+                profile=profile,
+                spool_dir=spool_root / name,
+                device="cpu",
+                slots=slots,
+                checkpoint_dir=None,
             ),
             load_trainer=lambda _name: trainer,
         )
@@ -139,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", required=True, help="broker URL, e.g. mqtt://127.0.0.1:1883")
     parser.add_argument("--names", required=True, help="comma-separated agent ids")
     parser.add_argument("--slots", type=int, default=16, help="credits per agent (default: 16)")
-    parser.add_argument("--spool-root", type=Path, required=True,
-                        help="directory holding one spool directory per agent")
+    parser.add_argument(
+        "--spool-root",
+        type=Path,
+        required=True,
+        help="directory holding one spool directory per agent",
+    )
     parser.add_argument("--trainer", default="zero", help="trainer name (default: zero)")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     return parser
@@ -158,10 +172,19 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_agents: --names is empty", file=sys.stderr)
         return 2
     trainer, origin = resolve_trainer(args.trainer)
-    print(f"bench_agents: {len(names)} agents, {args.slots} slots each, trainer {origin}",
-          file=sys.stderr, flush=True)
-    agents = build_agents(BrokerUrl.parse(args.broker), names, args.slots, args.spool_root,
-                          trainer, bench_profile(args.slots))
+    print(
+        f"bench_agents: {len(names)} agents, {args.slots} slots each, trainer {origin}",
+        file=sys.stderr,
+        flush=True,
+    )
+    agents = build_agents(
+        BrokerUrl.parse(args.broker),
+        names,
+        args.slots,
+        args.spool_root,
+        trainer,
+        bench_profile(args.slots),
+    )
     run(run_agents(agents))
     return 0
 

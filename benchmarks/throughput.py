@@ -28,7 +28,9 @@ Run it with ``make bench`` or ``.venv/bin/python benchmarks/throughput.py --help
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -40,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -101,8 +103,13 @@ class Processes:
         log_file = log_path.open("wb")
         self._logs.append(log_file)
         self.children[name] = subprocess.Popen(
-            list(argv), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=REPO_ROOT, env=env, start_new_session=True,
+            list(argv),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
         )
         return log_path
 
@@ -136,7 +143,7 @@ class Processes:
                 stat = Path(f"/proc/{proc.pid}/stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
         return used
 
@@ -164,18 +171,20 @@ def write_mosquitto_conf(workdir: Path, port: int) -> Path:
     """A loopback-only broker tuned for many small QoS-1 messages."""
     path = workdir / "mosquitto.conf"
     path.write_text(
-        "\n".join([
-            f"listener {port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            # Without it every small QoS-1 exchange can wait ~40 ms (Nagle + delayed ACK).
-            "set_tcp_nodelay true",
-            "max_queued_messages 100000",
-            "max_inflight_messages 0",
-            "log_type error",
-            "log_type warning",
-            "",
-        ])
+        "\n".join(
+            [
+                f"listener {port} 127.0.0.1",
+                "allow_anonymous true",
+                "persistence false",
+                # Without it every small QoS-1 exchange can wait ~40 ms (Nagle + delayed ACK).
+                "set_tcp_nodelay true",
+                "max_queued_messages 100000",
+                "max_inflight_messages 0",
+                "log_type error",
+                "log_type warning",
+                "",
+            ]
+        )
     )
     return path
 
@@ -227,19 +236,51 @@ def count_results(conn: sqlite3.Connection) -> int:
     return int(row.fetchone()[0])
 
 
-def wait_for_daemon(procs: Processes, db: Path, log_path: Path, timeout_s: float) -> None:
-    """Wait until the daemon has created the experiment and reported itself online."""
+def wait_for_daemon(procs: Processes, port: int, db: Path, timeout_s: float) -> None:
+    """Wait for the daemon's retained ``daemon/state`` "online" and its experiment row."""
+    asyncio.run(_daemon_online(procs, port, timeout_s))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         procs.check_alive()
-        if db.exists() and "daemon.online" in log_path.read_text(errors="replace"):
-            with contextlib.closing(open_ro(db)) as conn:
-                row = conn.execute("SELECT COUNT(*) FROM experiments WHERE name = ?",
-                                   (EXPERIMENT,)).fetchone()
-            if row[0] == 1:
-                return
+        with contextlib.closing(open_ro(db)) as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM experiments WHERE name = ?", (EXPERIMENT,)
+            ).fetchone()
+        if row[0] == 1:
+            return
         time.sleep(0.1)
-    raise BenchmarkError(f"the daemon was not online after {timeout_s} s:\n{log_tail(log_path)}")
+    raise BenchmarkError(f"the daemon has no experiment {EXPERIMENT!r} after {timeout_s} s")
+
+
+async def _daemon_online(procs: Processes, port: int, timeout_s: float) -> None:
+    import aiomqtt
+
+    from nasd.errors import WireError
+    from nasd.wire import daemon_state_topic, decode
+
+    deadline = time.monotonic() + timeout_s
+    async with aiomqtt.Client("127.0.0.1", port, identifier="nasd-bench-watch") as client:
+        await client.subscribe(daemon_state_topic(), qos=1)
+        messages = aiomqtt_messages(client)
+        while time.monotonic() < deadline:
+            procs.check_alive()
+            try:
+                message = await asyncio.wait_for(anext(messages), 0.25)
+            except TimeoutError:
+                continue
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            with contextlib.suppress(WireError):
+                if decode(bytes(payload), expect="daemon.state").body["state"] == "online":
+                    return
+    raise BenchmarkError(f"the daemon did not publish 'online' within {timeout_s} s")
+
+
+def aiomqtt_messages(client: Any) -> AsyncIterator[Any]:
+    """The client's message iterator (one instance, so no message is skipped between waits)."""
+    iterator: AsyncIterator[Any] = aiter(client.messages)
+    return iterator
 
 
 @dataclass(slots=True)
@@ -262,18 +303,32 @@ def verify(db: Path) -> Verification:
     with contextlib.closing(open_ro(db)) as conn:
         results, distinct, low, high = conn.execute(
             "SELECT COUNT(*), COUNT(DISTINCT trial_id), MIN(trial_id), MAX(trial_id)"
-            " FROM results WHERE experiment = ?", (EXPERIMENT,)
+            " FROM results WHERE experiment = ?",
+            (EXPERIMENT,),
         ).fetchone()
         integrity = "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
         journal_mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
-        status_row = conn.execute("SELECT status FROM experiments WHERE name = ?",
-                                  (EXPERIMENT,)).fetchone()
-        trials = dict(conn.execute(
-            "SELECT status, COUNT(*) FROM trials WHERE experiment = ? GROUP BY status",
-            (EXPERIMENT,)).fetchall())
+        status_row = conn.execute(
+            "SELECT status FROM experiments WHERE name = ?", (EXPERIMENT,)
+        ).fetchone()
+        trials = dict(
+            conn.execute(
+                "SELECT status, COUNT(*) FROM trials WHERE experiment = ? GROUP BY status",
+                (EXPERIMENT,),
+            ).fetchall()
+        )
         leases = dict(conn.execute("SELECT status, COUNT(*) FROM leases GROUP BY status"))
-    return Verification(int(results), int(distinct), low, high, integrity, journal_mode,
-                        status_row[0] if status_row else None, trials, leases)
+    return Verification(
+        int(results),
+        int(distinct),
+        low,
+        high,
+        integrity,
+        journal_mode,
+        status_row[0] if status_row else None,
+        trials,
+        leases,
+    )
 
 
 def received_times(db: Path) -> list[float]:
@@ -284,6 +339,58 @@ def received_times(db: Path) -> list[float]:
             (EXPERIMENT,),
         ).fetchall()
     return [float(r[0]) for r in rows]
+
+
+@dataclass(slots=True)
+class Latencies:
+    """Where a job's time goes, from the timestamps in the database (steady-state jobs only).
+
+    ``assigned_at`` and ``received_at`` are the daemon's batch times (taken when the batch that
+    assigned the job, or that received its result, began); ``started_at``/``finished_at`` are
+    the agent's. All are ``time.time()`` on this one machine, so they are comparable.
+    """
+
+    assign_to_start_ms: tuple[float, float]
+    start_to_finish_ms: tuple[float, float]
+    finish_to_commit_ms: tuple[float, float]
+    round_trip_ms: tuple[float, float]
+    batches: int
+    results_per_batch: float
+    batch_gap_ms: tuple[float, float]
+
+
+def _median_p90(values: Sequence[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return (0.0, 0.0)
+    return (
+        round(ordered[len(ordered) // 2] * 1000, 1),
+        round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))] * 1000, 1),
+    )
+
+
+def latencies(db: Path) -> Latencies | None:
+    """Median and 90th percentile of each leg of a job, for the 10-90 % window of results."""
+    with contextlib.closing(open_ro(db)) as conn:
+        rows = conn.execute(
+            "SELECT l.assigned_at, r.started_at, r.finished_at, r.received_at FROM results r"
+            " JOIN leases l ON l.job_id = r.job_id AND l.epoch = r.epoch"
+            " WHERE r.experiment = ? ORDER BY r.received_at",
+            (EXPERIMENT,),
+        ).fetchall()
+    rows = rows[len(rows) // 10 : len(rows) * 9 // 10]
+    if len(rows) < 10 or any(v is None for row in rows for v in row):
+        return None
+    batch_times = sorted({row[3] for row in rows})
+    return Latencies(
+        assign_to_start_ms=_median_p90([s - a for a, s, _, _ in rows]),
+        start_to_finish_ms=_median_p90([f - s for _, s, f, _ in rows]),
+        finish_to_commit_ms=_median_p90([r - f for _, _, f, r in rows]),
+        round_trip_ms=_median_p90([r - a for a, _, _, r in rows]),
+        batches=len(batch_times),
+        results_per_batch=round(len(rows) / len(batch_times), 1),
+        batch_gap_ms=_median_p90([b - a for a, b in itertools.pairwise(batch_times)]),
+    )
 
 
 def windowed_rate(times: Sequence[float], low: float, high: float) -> float:
@@ -311,6 +418,8 @@ class NasdFigures:
     first_to_last_s: float = 0.0
     launch_to_last_s: float = 0.0
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    latencies: Latencies | None = None
+    load_average: tuple[float, float] = (0.0, 0.0)
     daemon_exit_status: int | None = None
     verification: Verification | None = None
     problems: list[str] = field(default_factory=list)
@@ -330,8 +439,9 @@ def agent_names(agents: int, procs: int) -> list[list[str]]:
 
 def run_nasd(args: argparse.Namespace, workdir: Path) -> NasdFigures:
     """Broker, daemon and agents; wait for the whole budget; stop everything; verify."""
-    figures = NasdFigures(args.budget, args.agents, args.agent_procs, args.slots,
-                          args.daemon_log_level)
+    figures = NasdFigures(
+        args.budget, args.agents, args.agent_procs, args.slots, args.daemon_log_level
+    )
     port = free_port()
     db = workdir / "bench.db"
     procs = Processes(workdir)
@@ -343,38 +453,66 @@ def run_nasd(args: argparse.Namespace, workdir: Path) -> NasdFigures:
         say(f"mosquitto listening on 127.0.0.1:{port}")
 
         nasd_toml = write_nasd_configs(workdir, port, args.budget)
-        daemon_argv = [sys.executable]
+        nasd_argv = ["--log-level", args.daemon_log_level, "serve", "--config", str(nasd_toml)]
         if args.profile_daemon:
-            daemon_argv += ["-m", "cProfile", "-o", str(args.profile_daemon)]
-        daemon_argv += ["-m", "nasd.cli", "--log-level", args.daemon_log_level, "serve",
-                        "--config", str(nasd_toml)]
+            daemon_argv = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                PROFILED_CHILD,
+                str(args.profile_daemon),
+                "nasd.cli",
+                *nasd_argv,
+            ]
+        else:
+            daemon_argv = [sys.executable, "-m", "nasd.cli", *nasd_argv]
         daemon_log = procs.start("daemon", daemon_argv, env)
-        wait_for_daemon(procs, db, daemon_log, 60.0)
+        wait_for_daemon(procs, port, db, 60.0)
         say(f"daemon online (pid {procs.children['daemon'].pid}), database {db}")
 
+        load_before = os.getloadavg()[0]
         launched = time.time()
         for index, names in enumerate(agent_names(args.agents, args.agent_procs)):
-            procs.start(f"agents-{index}", [
-                sys.executable, "-m", "benchmarks.bench_agents",
-                "--broker", f"mqtt://127.0.0.1:{port}", "--names", ",".join(names),
-                "--slots", str(args.slots), "--spool-root", str(workdir / "spool"),
-            ], env)
-        say(f"{args.agents} agents started in {args.agent_procs} processes, "
-            f"{args.slots} slots each")
+            runner = [sys.executable, "-m", "benchmarks.bench_agents"]
+            if args.profile_agents and index == 0:
+                runner = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    PROFILED_CHILD,
+                    str(args.profile_agents),
+                    "benchmarks.bench_agents",
+                ]
+            procs.start(
+                f"agents-{index}",
+                [
+                    *runner,
+                    "--broker",
+                    f"mqtt://127.0.0.1:{port}",
+                    "--names",
+                    ",".join(names),
+                    "--slots",
+                    str(args.slots),
+                    "--spool-root",
+                    str(workdir / "spool"),
+                ],
+                env,
+            )
+        say(
+            f"{args.agents} agents started in {args.agent_procs} processes, {args.slots} slots each"
+        )
 
         cpu_before = procs.cpu_seconds()
         wait_for_budget(procs, db, args.budget, args.stall_s)
         done_at = time.time()
         cpu_after = procs.cpu_seconds()
-        figures.cpu_seconds = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2)
-                               for name in cpu_after}
+        figures.load_average = (round(load_before, 2), round(os.getloadavg()[0], 2))
+        figures.cpu_seconds = {
+            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
+        }
 
         for name in list(procs.children):
             if name.startswith("agents-"):
                 procs.stop(name)
-        figures.daemon_exit_status = procs.stop("daemon", timeout_s=60.0,
-                                                sig=signal.SIGINT if args.profile_daemon
-                                                else signal.SIGTERM)
+        figures.daemon_exit_status = procs.stop("daemon", timeout_s=60.0)
         if figures.daemon_exit_status != 0:
             figures.problems.append(
                 f"the daemon exited with status {figures.daemon_exit_status}:\n"
@@ -386,8 +524,11 @@ def run_nasd(args: argparse.Namespace, workdir: Path) -> NasdFigures:
             figures.first_to_last_s = times[-1] - times[0]
             figures.overall_rate = (len(times) - 1) / max(figures.first_to_last_s, 1e-9)
             figures.launch_to_last_s = times[-1] - launched
-        say(f"all {args.budget} results committed {done_at - launched:.1f} s after the agents "
-            "were launched")
+        figures.latencies = latencies(db)
+        say(
+            f"all {args.budget} results committed {done_at - launched:.1f} s after the agents "
+            "were launched"
+        )
         figures.verification = check(verify(db), args.budget, figures.problems)
     finally:
         procs.stop_all()
@@ -411,8 +552,10 @@ def wait_for_budget(procs: Processes, db: Path, budget: int, stall_s: float) -> 
                 raise BenchmarkError(f"no new result for {stall_s:.0f} s ({count}/{budget})")
             if now - last_print >= 2.0 or count >= budget:
                 rate = (count - printed_count) / (now - last_print)
-                say(f"  nasd: {count:>7}/{budget} results  ({rate:,.0f}/s over the last "
-                    f"{now - last_print:.1f} s)")
+                say(
+                    f"  nasd: {count:>7}/{budget} results  ({rate:,.0f}/s over the last "
+                    f"{now - last_print:.1f} s)"
+                )
                 last_print, printed_count = now, count
             if count >= budget:
                 return
@@ -464,24 +607,29 @@ def optuna_storages(workdir: Path) -> list[tuple[str, Callable[[], Any]]]:
         journal_module = getattr(optuna.storages, "journal", None)
         backend_cls = getattr(journal_module, "JournalFileBackend", None)
         if backend_cls is None:  # Optuna < 4
-            backend_cls = optuna.storages.JournalFileStorage  # type: ignore[attr-defined]
+            backend_cls = getattr(optuna.storages, "JournalFileStorage")  # noqa: B009
         return optuna.storages.JournalStorage(backend_cls(path))
 
     def memory() -> Any:
         return optuna.storages.InMemoryStorage()
 
-    return [("optuna RDBStorage (SQLite file)", rdb),
-            ("optuna JournalStorage (file)", journal),
-            ("optuna InMemoryStorage (reference, not durable)", memory)]
+    return [
+        ("optuna RDBStorage (SQLite file)", rdb),
+        ("optuna JournalStorage (file)", journal),
+        ("optuna InMemoryStorage (reference, not durable)", memory),
+    ]
 
 
 def run_optuna(label: str, make_storage: Callable[[], Any], seconds: float) -> OptunaFigures:
     """Ask/tell with a random sampler on the NB201 cell for ``seconds``; count the trials."""
     import optuna
 
-    study = optuna.create_study(storage=make_storage(), study_name="bench",
-                                sampler=optuna.samplers.RandomSampler(seed=0),
-                                direction="maximize")
+    study = optuna.create_study(
+        storage=make_storage(),
+        study_name="bench",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        direction="maximize",
+    )
     trials = 0
     started = time.perf_counter()
     deadline = started + seconds
@@ -512,6 +660,59 @@ def run_all_optuna(workdir: Path, seconds: float) -> list[OptunaFigures]:
     return figures
 
 
+# -- profiling the daemon ----------------------------------------------------------------------
+
+PROFILED_CHILD = "--profiled-child"
+"""First argument that makes this script run a module's ``main`` under cProfile."""
+
+
+def profiled_main(out: Path, module_name: str, argv: list[str]) -> int:
+    """Run ``<module_name>.main(argv)`` in this process with every thread under cProfile.
+
+    ``python -m cProfile`` sees only the main thread, but the daemon's engine runs on its SQLite
+    writer thread (and the agents' trainers on worker threads). Here each thread started after
+    this point gets its own profiler (installed on its first profile event); at exit all of them
+    are merged into ``out`` and each thread's own profile is written to ``out.<thread name>``
+    (the main thread's to ``out.main``). Stop the process with SIGTERM: the daemon and the
+    agents shut down gracefully and the profiles are written.
+    """
+    import cProfile
+    import pstats
+    import threading
+
+    thread_profiles: list[tuple[str, cProfile.Profile]] = []
+    lock = threading.Lock()
+
+    def first_event(frame: Any, event: str, arg: Any) -> None:
+        profile = cProfile.Profile()
+        with lock:
+            thread_profiles.append((threading.current_thread().name, profile))
+        profile.enable()  # replaces this hook for the rest of the thread's life
+
+    threading.setprofile(first_event)
+    main_profile = cProfile.Profile()
+    import importlib
+
+    module_main = importlib.import_module(module_name).main
+    main_profile.enable()
+    try:
+        status: int = module_main(argv)
+    finally:
+        main_profile.disable()
+        threading.setprofile(None)
+        merged = pstats.Stats(main_profile)
+        main_profile.dump_stats(f"{out}.main")
+        with lock:
+            profiles = list(thread_profiles)
+        for name, profile in profiles:
+            profile.create_stats()
+            merged.add(profile)
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+            profile.dump_stats(f"{out}.{safe}")
+        merged.dump_stats(str(out))
+    return status
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -527,8 +728,10 @@ def report(nasd_figures: NasdFigures, optuna_figures: list[OptunaFigures]) -> No
     journal_rate = next((r for s, r in rates.items() if "Journal" in s), None)
     n = nasd_figures
     durable = "SQLite WAL, synchronous=FULL"
-    setup = (f"{n.agents} agents x {n.slots} slots in {n.agent_procs} procs, "
-             f"zero-cost trainer, Mosquitto, {durable}")
+    setup = (
+        f"{n.agents} agents x {n.slots} slots in {n.agent_procs} procs, "
+        f"zero-cost trainer, Mosquitto, {durable}"
+    )
     rows: list[tuple[str, float]] = [
         ("nasd, steady state (10-90 % of budget)", n.steady_rate),
         ("nasd, overall (first to last result)", n.overall_rate),
@@ -540,27 +743,63 @@ def report(nasd_figures: NasdFigures, optuna_figures: list[OptunaFigures]) -> No
     say(f"{'system':<{width}}{'evals/s':>10}  {'vs optuna sqlite':>16}  {'vs optuna journal':>17}")
     say("-" * (width + 47))
     for label, rate in rows:
-        say(f"{label:<{width}}{rate:>10,.1f}  {ratio(rate, sqlite_rate):>16}  "
-            f"{ratio(rate, journal_rate):>17}")
+        say(
+            f"{label:<{width}}{rate:>10,.1f}  {ratio(rate, sqlite_rate):>16}  "
+            f"{ratio(rate, journal_rate):>17}"
+        )
     say("")
-    say(f"nasd time to complete: {n.first_to_last_s:.2f} s first to last result, "
-        f"{n.launch_to_last_s:.2f} s from launching the agents")
+    say(
+        f"nasd time to complete: {n.first_to_last_s:.2f} s first to last result, "
+        f"{n.launch_to_last_s:.2f} s from launching the agents"
+    )
     if n.cpu_seconds:
-        used = ", ".join(f"{name} {secs:.1f} s" for name, secs in n.cpu_seconds.items())
-        say(f"CPU time while the agents ran (2 cores = {2 * n.launch_to_last_s:.1f} "
-            f"core-seconds available): {used}")
+        used = ", ".join(
+            f"{name} {secs:.1f} s ({1000 * secs / n.budget:.2f} ms/eval)"
+            for name, secs in n.cpu_seconds.items()
+        )
+        say(
+            f"CPU time while the agents ran (2 cores = {2 * n.launch_to_last_s:.1f} "
+            f"core-seconds available): {used}"
+        )
+    own = sum(n.cpu_seconds.values()) / max(n.launch_to_last_s, 1e-9)
+    say(
+        f"1-minute load average at start / end: {n.load_average[0]} / {n.load_average[1]} "
+        f"(this benchmark's own processes used {own:.1f} cores on average)"
+    )
+    if n.load_average[0] > 1.0:
+        say(
+            "  note: the machine was busy before the run started; other work competed for the "
+            "CPU, so the nasd figure is low"
+        )
+    lat = n.latencies
+    if lat is not None:
+        say(
+            f"per job (median / p90, ms): daemon assign -> agent start {lat.assign_to_start_ms}, "
+            f"train {lat.start_to_finish_ms}, agent finish -> daemon batch "
+            f"{lat.finish_to_commit_ms}, whole round trip {lat.round_trip_ms}"
+        )
+        say(
+            f"daemon batches in the 10-90 % window: {lat.batches}, {lat.results_per_batch} "
+            f"results each, one every {lat.batch_gap_ms} ms (median / p90)"
+        )
     v = n.verification
     if v is not None:
-        say(f"database check: {v.results} results, {v.distinct_trials} distinct trial ids "
+        say(
+            f"database check: {v.results} results, {v.distinct_trials} distinct trial ids "
             f"({v.min_trial}..{v.max_trial}), integrity_check {v.integrity}, journal_mode "
             f"{v.journal_mode}, experiment {v.experiment_status}; trials {v.trial_statuses}, "
-            f"leases {v.lease_statuses}")
-    say("durability: the daemon commits every result batch with synchronous=FULL in WAL mode "
+            f"leases {v.lease_statuses}"
+        )
+    say(
+        "durability: the daemon commits every result batch with synchronous=FULL in WAL mode "
         "before acking it; Optuna's RDBStorage (SQLite, default synchronous=FULL) and its journal "
-        "file backend (fsync per append) are durable as well.")
+        "file backend (fsync per append) are durable as well."
+    )
     verdict = "MET" if n.steady_rate >= TARGET_RATE else "MISSED"
-    say(f"target >= {TARGET_RATE:,.0f} durable evaluations/s (steady state): {verdict} "
-        f"({n.steady_rate:,.0f}/s)")
+    say(
+        f"target >= {TARGET_RATE:,.0f} durable evaluations/s (steady state): {verdict} "
+        f"({n.steady_rate:,.0f}/s)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,25 +807,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="nasd end-to-end throughput versus Optuna's ask/tell loop."
     )
-    parser.add_argument("--budget", type=int, default=20_000,
-                        help="evaluations in the nasd run (default: 20000)")
-    parser.add_argument("--slots", type=int, default=16,
-                        help="credits (concurrent jobs) per agent (default: 16)")
+    parser.add_argument(
+        "--budget", type=int, default=20_000, help="evaluations in the nasd run (default: 20000)"
+    )
+    parser.add_argument(
+        "--slots", type=int, default=16, help="credits (concurrent jobs) per agent (default: 16)"
+    )
     parser.add_argument("--agents", type=int, default=8, help="agents (default: 8)")
-    parser.add_argument("--agent-procs", type=int, default=2,
-                        help="processes the agents are spread over (default: 2)")
-    parser.add_argument("--optuna-seconds", type=float, default=5.0,
-                        help="seconds of ask/tell per Optuna storage; 0 skips Optuna (default: 5)")
-    parser.add_argument("--daemon-log-level", default="info", choices=["debug", "info", "warning"],
-                        help="the daemon's --log-level (default: info, as deployed)")
-    parser.add_argument("--stall-s", type=float, default=60.0,
-                        help="give up when no result arrives for this long (default: 60)")
-    parser.add_argument("--profile-daemon", type=Path, default=None, metavar="FILE",
-                        help="run the daemon under cProfile and write the profile to FILE")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
-                        help="also write the figures as JSON to FILE")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temporary directory (logs, databases)")
+    parser.add_argument(
+        "--agent-procs",
+        type=int,
+        default=2,
+        help="processes the agents are spread over (default: 2)",
+    )
+    parser.add_argument(
+        "--optuna-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of ask/tell per Optuna storage; 0 skips Optuna (default: 5)",
+    )
+    parser.add_argument(
+        "--daemon-log-level",
+        default="info",
+        choices=["debug", "info", "warning"],
+        help="the daemon's --log-level (default: info, as deployed)",
+    )
+    parser.add_argument(
+        "--stall-s",
+        type=float,
+        default=60.0,
+        help="give up when no result arrives for this long (default: 60)",
+    )
+    parser.add_argument(
+        "--profile-daemon",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run the daemon under cProfile (all threads) and write the merged "
+        "profile to FILE, per thread to FILE.<thread>; slows the daemon",
+    )
+    parser.add_argument(
+        "--profile-agents",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the same for the first agent process",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the figures as JSON to FILE",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (logs, databases)"
+    )
     return parser
 
 
@@ -604,6 +880,8 @@ def validate(args: argparse.Namespace) -> None:
         raise SystemExit(f"{MOSQUITTO} not found: install mosquitto")
     if args.profile_daemon is not None:
         args.profile_daemon = args.profile_daemon.resolve()
+    if args.profile_agents is not None:
+        args.profile_agents = args.profile_agents.resolve()
 
 
 @contextlib.contextmanager
@@ -621,6 +899,9 @@ def workspace(keep: bool) -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 after a valid measurement (target met or not), 1 on errors."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [PROFILED_CHILD]:
+        return profiled_main(Path(argv[1]), argv[2], argv[3:])
     args = build_parser().parse_args(argv)
     validate(args)
     with workspace(args.keep) as workdir:
@@ -636,8 +917,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         report(nasd_figures, optuna_figures)
         if args.json is not None:
-            data = {"nasd": asdict(nasd_figures),
-                    "optuna": [{**asdict(f), "rate": f.rate} for f in optuna_figures]}
+            data = {
+                "nasd": asdict(nasd_figures),
+                "optuna": [{**asdict(f), "rate": f.rate} for f in optuna_figures],
+            }
             args.json.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         if nasd_figures.problems:
             for problem in nasd_figures.problems:

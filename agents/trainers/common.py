@@ -5,8 +5,8 @@ and the whole data set resident on ``request.device``, and trains with mini-batc
 learning-rate schedule. After every epoch it measures validation accuracy, reports progress, and
 honours ``context.should_stop()`` (also checked every few batches so a stop is prompt).
 
-Hyperparameters resolve in this order, first present wins: the genotype (an ``hparams`` space
-searches them), ``request.epochs`` (the strategy's per-trial budget; epochs only), the task's
+Hyperparameters resolve in this order, first present wins: ``request.epochs`` (the strategy's
+per-trial budget; epochs only), the genotype (an ``hparams`` space searches them), the task's
 ``options``, the trainer's :class:`Hyper` defaults.
 
 Reproducibility without global state: weights are initialised under ``torch.random.fork_rng``
@@ -51,7 +51,7 @@ class Hyper:
     lr: float = 0.01
     weight_decay: float = 5e-4
     batch_size: int = 64
-    optimizer: str = "adamw"  # "adamw" or "sgd" (Nesterov momentum 0.9)
+    optimizer: str = "adamw"  # "adamw", "adam" (L2 weight decay) or "sgd" (Nesterov momentum)
     momentum: float = 0.9
     shift: int = 0
     label_smoothing: float = 0.0
@@ -60,13 +60,13 @@ class Hyper:
 
 _INT_FIELDS = ("epochs", "batch_size", "shift")
 _FLOAT_FIELDS = ("lr", "weight_decay", "momentum", "label_smoothing")
-_STR_FIELDS = {"optimizer": ("adamw", "sgd"), "amp": ("auto", "bf16", "fp16", "off")}
+_STR_FIELDS = {"optimizer": ("adamw", "adam", "sgd"), "amp": ("auto", "bf16", "fp16", "off")}
 
 
 def resolve_hyper(request: TrainRequest, defaults: Hyper) -> Hyper:
-    """``defaults`` overridden by options, then ``request.epochs``, then genotype keys."""
+    """``defaults`` overridden by options, then genotype keys, then ``request.epochs``."""
     values: dict[str, Any] = {}
-    for source in (request.options, {"epochs": request.epochs}, request.genotype):
+    for source in (request.options, request.genotype, {"epochs": request.epochs}):
         for name in (*_INT_FIELDS, *_FLOAT_FIELDS, *_STR_FIELDS):
             if source.get(name) is not None:
                 values[name] = source[name]
@@ -139,9 +139,12 @@ def _shifted(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> tor
     return torch.gather(x, -1, index)
 
 
-def _batches(n: int, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Shuffled index batches; the last partial batch is dropped (BatchNorm needs >= 2)."""
-    order = torch.randperm(n, generator=generator)
+def _batches(
+    n: int, size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Shuffled index batches on ``device``; the last partial batch is dropped (BatchNorm needs
+    at least two examples, and every example still gets its turn in a later epoch's shuffle)."""
+    order = torch.randperm(n, generator=generator).to(device)
     for start in range(0, n - size + 1, size):
         yield order[start : start + size]
 
@@ -168,6 +171,8 @@ def _optimizer(model: nn.Module, hyper: Hyper) -> torch.optim.Optimizer:
             weight_decay=hyper.weight_decay,
             nesterov=hyper.momentum > 0,
         )
+    if hyper.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=hyper.lr, weight_decay=hyper.weight_decay)
 
 
@@ -222,11 +227,11 @@ def fit(request: TrainRequest, context: TrainContext, data: Split, defaults: Hyp
         model.train()
         loss_sum = torch.zeros((), device=device)
         count = 0
-        for count, index in enumerate(_batches(len(data.y_train), batch_size, generator), 1):
+        batches = _batches(len(data.y_train), batch_size, generator, device)
+        for count, index in enumerate(batches, 1):
             if count % _STOP_CHECK_EVERY == 0 and context.should_stop():
                 raise TrainingStopped(f"stopped during epoch {epoch}")
-            device_index = index.to(device)
-            x, y = data.x_train[device_index], data.y_train[device_index]
+            x, y = data.x_train[index], data.y_train[index]
             if hyper.shift > 0:
                 x = _shifted(x, hyper.shift, generator)
             with _precision(device, dtype):

@@ -9,7 +9,8 @@ seed): every trial of an experiment is then judged on the same validation exampl
 search signal comparable between trials. The test split is never used for selection.
 
 Nothing here touches global random state for good: MNIST-1D's generator seeds Python's and numpy's
-global generators internally, so their states are saved and restored around it (under a lock).
+global generators internally, so their states are saved and restored around it (under a lock; code
+in other threads that draws from those global generators at that moment could still interleave).
 """
 
 from __future__ import annotations
@@ -80,19 +81,26 @@ def stratified_split(
     return [rng.permutation(np.concatenate(chunks)) for chunks in parts]
 
 
-@functools.lru_cache(maxsize=1)
 def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The official MNIST-1D data (4,000 train, 1,000 test), generated offline, once per process."""
+    """The official MNIST-1D data (4,000 train, 1,000 test), generated offline, once per process.
+
+    The lock makes concurrent first callers wait for one generation instead of repeating it.
+    """
+    with _GLOBAL_RNG_LOCK:
+        return _generate_mnist1d()
+
+
+@functools.lru_cache(maxsize=1)
+def _generate_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     import mnist1d.data  # a slow import, only needed here
 
-    with _GLOBAL_RNG_LOCK:
-        python_state = random.getstate()
-        numpy_state = np.random.get_state()
-        try:
-            data = mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    try:
+        data = mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
     return (
         np.asarray(data["x"], dtype=np.float32),
         np.asarray(data["y"], dtype=np.int64),

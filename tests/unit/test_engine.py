@@ -249,7 +249,7 @@ def test_resubmitting_the_same_config_is_a_noop_and_a_different_one_is_refused(
                 "client": "cli",
                 "correlation_id": "c1",
                 "command": "submit",
-                "args": {"config": config(budget=4)},
+                "args": {"config": config(budget=3, strategy="aging-evolution")},
             },
         )
     )
