@@ -183,10 +183,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log_file = (run_dir / "daemon.log").open("a")
     try:
         configure(args.log_level, fmt="json", stream=log_file)
-        best = run(run_local(RunOptions(config, db, args.agents, args.fresh)))
+        outcome = run(run_local(RunOptions(config, db, args.agents, args.fresh)))
     finally:
         log_file.close()
-    return 0 if best is not None else 1
+    if outcome.interrupted:
+        return 130
+    return 0 if outcome.best is not None else 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -77,7 +77,15 @@ async def _spawn_agent(
         log_file.close()
 
 
-async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How ``nasd run`` ended: the best trial so far and whether Ctrl-C stopped it."""
+
+    best: dict[str, Any] | None
+    interrupted: bool = False
+
+
+async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcome:
     """Run the experiment to completion (or Ctrl-C); return its best trial."""
     config = options.config
     if options.fresh:
@@ -88,7 +96,7 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> dict[str,
         print(
             f"{config.name}: already complete in {options.db} (use --fresh to start over)", file=out
         )
-        return _best(options.db, config.name)
+        return RunOutcome(_best(options.db, config.name))
     broker = EmbeddedBroker()
     await broker.start()
     daemon = Daemon(
@@ -126,7 +134,7 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> dict[str,
     if daemon_task.done() and daemon_task.exception() is not None:
         raise daemon_task.exception()  # type: ignore[misc]
     view.finish(interrupted.is_set())
-    return _best(options.db, config.name)
+    return RunOutcome(_best(options.db, config.name), interrupted.is_set())
 
 
 async def _wait_first(ready: Any, task: asyncio.Task[None]) -> None:
