@@ -115,6 +115,7 @@ class Engine:
         if body["state"] == "online":
             profile = dict(body["profile"])
             record.online = True
+            record.draining = False
             record.profile = profile
             record.slots = int(profile["slots"])
             record.throughput = float(profile["throughput"])
@@ -136,6 +137,7 @@ class Engine:
     ) -> None:
         record = self._agent(name)
         slots = int(body["slots"])
+        record.draining = False
         if not record.online or record.slots != slots:
             record.online = True
             record.slots = slots
@@ -182,6 +184,7 @@ class Engine:
                 error = str(body.get("error") or "training failed")
                 self._lease_lost(conn, trial, LeaseStatus.FAILED, error, now)
             else:
+                self._agent(name).draining = True
                 self._lease_lost(
                     conn, trial, LeaseStatus.RELEASED, "handed back", now, count_attempt=False
                 )

@@ -71,11 +71,18 @@ class AgentRecord:
     throughput: float = 0.0
     profile: dict[str, Any] = field(default_factory=dict)
     leases: set[str] = field(default_factory=set)
+    draining: bool = False
 
     @property
     def free(self) -> int:
-        """Credits left: slots not covered by active leases."""
-        return max(0, self.slots - len(self.leases)) if self.online else 0
+        """Credits left: slots not covered by active leases (none while draining or offline).
+
+        An agent that hands a job back is draining (shutting down, or refusing work) until it
+        announces itself ready again; otherwise the job would bounce straight back to it.
+        """
+        if not self.online or self.draining:
+            return 0
+        return max(0, self.slots - len(self.leases))
 
 
 @dataclass(frozen=True, slots=True)

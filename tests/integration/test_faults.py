@@ -6,7 +6,9 @@ no result lost (every agent spool drained), and ``PRAGMA integrity_check`` is ok
 
 from __future__ import annotations
 
+import json
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -154,3 +156,38 @@ def test_agent_killed_mid_job_has_its_job_finished_elsewhere(
         db, "SELECT status FROM leases WHERE job_id = ? AND agent = 'victim'", victim_job
     ) == [("expired",)]
     check_exact(db, "agentloss", budget, [tmp_path / "spool" / "survivor"])
+
+
+def test_agent_stopped_with_ctrl_c_hands_its_job_back(mosquitto: object, tmp_path: Path) -> None:
+    url = mosquitto.url  # type: ignore[attr-defined]
+    experiment = procs.write_experiment(tmp_path / "exp.toml", "handback", 4, trainer=SLEEPY,
+                                        lease_ttl_s=60, options="seconds = 3\nsteps = 6")
+    settings = procs.write_settings(tmp_path, url, experiment)
+    db = tmp_path / "nasd.db"
+    logs = [tmp_path / "daemon.log", tmp_path / "quitter.log", tmp_path / "stayer.log"]
+    daemon = procs.start_daemon(settings, logs[0])
+    quitter = procs.start_agent(url, "quitter", tmp_path)
+    try:
+        procs.wait_until(
+            lambda: bool(procs.query(db, "SELECT 1 FROM leases WHERE agent = 'quitter'"
+                                         " AND status = 'active'")),
+            60, "the quitter to hold a job", logs=logs)
+        (job,) = procs.query(db, "SELECT job_id FROM leases WHERE agent = 'quitter'")[0]
+        time.sleep(0.5)
+        quitter.send_signal(signal.SIGINT)
+        assert quitter.wait(30) == 0
+        # Handed back at once (not after the 60 s lease), without using up an attempt.
+        procs.wait_until(
+            lambda: procs.query(db, "SELECT status FROM leases WHERE job_id = ?", job)
+            == [("released",)], 10, "the lease to be released", logs=logs)
+        assert procs.query(db, "SELECT status, attempts FROM trials WHERE job_id = ?", job) == [
+            ("pending", 0)]
+        stayer = procs.start_agent(url, "stayer", tmp_path)
+        procs.wait_until(lambda: procs.count_results(db, "handback") >= 4, 90,
+                         "the search to finish on the stayer", logs=logs)
+        procs.stop(stayer)
+    finally:
+        procs.stop(daemon)
+    assert procs.query(db, "SELECT agent FROM results WHERE job_id = ?", job) == [("stayer",)]
+    state = [json.loads(line) for line in logs[1].read_text().splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "agent.handed_back" for e in state)

@@ -190,8 +190,10 @@ def test_agent_offline_requeues_its_jobs(h: Harness) -> None:
 def test_released_job_is_requeued_without_using_an_attempt(h: Harness) -> None:
     h.submit(config(budget=1))
     job = assigns(h.online("a", slots=1))[0]
+    h.online("b", slots=1)
     out = h.apply(Inbound("trial.result", "a", result(job["job_id"], 1, status="released")))
-    assert assigns(out)[0]["epoch"] == 2
+    assert [(j["job_id"], j["epoch"]) for j in assigns(out)] == [("exp:0", 2)]
+    assert of_type(out, "trial.assign")[0].topic == "nasd/v1/agents/b/assign"
     assert h.query("SELECT attempts FROM trials") == [(0,)]
 
 
@@ -306,3 +308,14 @@ def test_resubmitting_with_a_larger_budget_extends_a_finished_search(h: Harness)
     assert rebuilt.config.budget == 3
     with pytest.raises(control.CommandError, match="cannot go down"):
         h.writer.run_sync(lambda c: control.submit(h.engine, c, config(budget=1), h.now))
+
+
+def test_an_agent_that_hands_a_job_back_gets_no_work_until_it_is_ready_again(
+    h: Harness,
+) -> None:
+    h.submit(config(budget=2))
+    job = assigns(h.online("a", slots=1))[0]
+    out = h.apply(Inbound("trial.result", "a", result(job["job_id"], 1, status="released")))
+    assert assigns(out) == []
+    out = h.apply(Inbound("agent.ready", "a", {"slots": 1, "running": []}))
+    assert [j["job_id"] for j in assigns(out)] == ["exp:0"]
