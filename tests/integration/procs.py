@@ -168,3 +168,27 @@ def wait_until(
         if log.exists()
     )
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
+
+
+def retained_state(broker_url: str, topic: str, timeout: float = 5.0) -> str | None:
+    """The ``state`` field of the retained envelope on ``topic`` (None if nothing is retained)."""
+    import asyncio
+
+    import aiomqtt
+
+    from nasd.mqtt import BrokerUrl
+    from nasd.wire import decode, message_type_for_topic
+
+    async def read() -> str | None:
+        broker = BrokerUrl.parse(broker_url)
+        async with aiomqtt.Client(broker.host, broker.port) as client:
+            await client.subscribe(topic, qos=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    async for message in client.messages:
+                        body = decode(bytes(message.payload),  # type: ignore[arg-type]
+                                      expect=message_type_for_topic(topic)).body
+                        return str(body["state"])
+        return None
+
+    return asyncio.run(read())

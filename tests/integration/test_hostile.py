@@ -73,9 +73,13 @@ def test_garbage_is_dropped_and_the_search_stays_exact(mosquitto: object, tmp_pa
             lambda: procs.query(db, "SELECT status FROM experiments") == [("done",)], 60,
             "the search to finish", [daemon, agent], logs)
         assert daemon.poll() is None, "the daemon died"
+        assert procs.retained_state(url, "nasd/v1/daemon/state") == "online"
     finally:
-        procs.stop(agent)
+        assert procs.stop(agent) == 0
         assert procs.stop(daemon) == 0
+    # Graceful SIGTERM: the last batch committed, then the retained states say "offline".
+    assert procs.retained_state(url, "nasd/v1/daemon/state") == "offline"
+    assert procs.retained_state(url, "nasd/v1/agents/agent-0/state") == "offline"
     assert procs.query(db, "SELECT name FROM experiments") == [("hostile",)]
     assert procs.query(db, "SELECT COUNT(*), COUNT(DISTINCT trial_id) FROM results") == [(10, 10)]
     assert procs.query(db, "SELECT DISTINCT agent FROM results") == [("agent-0",)]
