@@ -106,6 +106,7 @@ class Agent:
             max_workers=options.slots, thread_name_prefix=f"train-{options.name}"
         )
         self._stopping = asyncio.Event()
+        self._drained = False  # a job was handed back: the daemon waits for a fresh `ready`
         self.link: Link | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -253,12 +254,13 @@ class Agent:
         finally:
             self.running.pop(job.job_id, None)
         if job.cancelled or (status == "released" and self._stopping.is_set()):
-            await self._ready()
             return
         await self._publish_result(
             job.job_id, job.epoch, status, result.metrics, error, job.started_at, result.checkpoint
         )
-        await self._ready()
+        if self._drained:  # the result itself frees the credit; `ready` only undoes a drain
+            self._drained = False
+            await self._ready()
 
     def _trainer(self, name: str) -> TrainFn:
         trainer = self._trainers.get(name)
@@ -292,7 +294,9 @@ class Agent:
         except WireError as exc:
             body.update(status="failed", metrics={}, error=f"invalid metrics: {exc}"[:4000])
             payload = encode("trial.result", body)
-        if status != "released":
+        if status == "released":
+            self._drained = True
+        else:
             self.spool.put(job_id, payload)
         log.info(
             "job.finished",

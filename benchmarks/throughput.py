@@ -419,7 +419,10 @@ class NasdFigures:
     launch_to_last_s: float = 0.0
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     latencies: Latencies | None = None
-    load_average: tuple[float, float] = (0.0, 0.0)
+    cores: int = 1
+    measured_s: float = 0.0
+    other_cores: float = 0.0
+    steal_cores: float = 0.0
     daemon_exit_status: int | None = None
     verification: Verification | None = None
     problems: list[str] = field(default_factory=list)
@@ -447,67 +450,31 @@ def run_nasd(args: argparse.Namespace, workdir: Path) -> NasdFigures:
     procs = Processes(workdir)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     try:
-        conf = write_mosquitto_conf(workdir, port)
-        procs.start("mosquitto", [MOSQUITTO, "-c", str(conf)])
+        procs.start("mosquitto", [MOSQUITTO, "-c", str(write_mosquitto_conf(workdir, port))])
         wait_for_port(port, procs.children["mosquitto"], 10.0)
         say(f"mosquitto listening on 127.0.0.1:{port}")
 
         nasd_toml = write_nasd_configs(workdir, port, args.budget)
-        nasd_argv = ["--log-level", args.daemon_log_level, "serve", "--config", str(nasd_toml)]
-        if args.profile_daemon:
-            daemon_argv = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                PROFILED_CHILD,
-                str(args.profile_daemon),
-                "nasd.cli",
-                *nasd_argv,
-            ]
-        else:
-            daemon_argv = [sys.executable, "-m", "nasd.cli", *nasd_argv]
-        daemon_log = procs.start("daemon", daemon_argv, env)
+        daemon_log = procs.start("daemon", daemon_command(args, nasd_toml), env)
         wait_for_daemon(procs, port, db, 60.0)
         say(f"daemon online (pid {procs.children['daemon'].pid}), database {db}")
 
-        load_before = os.getloadavg()[0]
         launched = time.time()
         for index, names in enumerate(agent_names(args.agents, args.agent_procs)):
-            runner = [sys.executable, "-m", "benchmarks.bench_agents"]
-            if args.profile_agents and index == 0:
-                runner = [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    PROFILED_CHILD,
-                    str(args.profile_agents),
-                    "benchmarks.bench_agents",
-                ]
-            procs.start(
-                f"agents-{index}",
-                [
-                    *runner,
-                    "--broker",
-                    f"mqtt://127.0.0.1:{port}",
-                    "--names",
-                    ",".join(names),
-                    "--slots",
-                    str(args.slots),
-                    "--spool-root",
-                    str(workdir / "spool"),
-                ],
-                env,
-            )
-        say(
-            f"{args.agents} agents started in {args.agent_procs} processes, {args.slots} slots each"
-        )
+            procs.start(f"agents-{index}", agents_command(args, index, names, port, workdir), env)
+        say(f"{args.agents} agents in {args.agent_procs} processes, {args.slots} slots each")
 
-        cpu_before = procs.cpu_seconds()
+        cpu_before, system_before = procs.cpu_seconds(), system_cpu_seconds()
+        measure_start = time.monotonic()
         wait_for_budget(procs, db, args.budget, args.stall_s)
-        done_at = time.time()
-        cpu_after = procs.cpu_seconds()
-        figures.load_average = (round(load_before, 2), round(os.getloadavg()[0], 2))
-        figures.cpu_seconds = {
-            name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
-        }
+        wall_s = time.monotonic() - measure_start
+        account_cpu(
+            figures, cpu_before, procs.cpu_seconds(), system_before, system_cpu_seconds(), wall_s
+        )
+        say(
+            f"all {args.budget} results committed {time.time() - launched:.1f} s after the "
+            "agents were launched"
+        )
 
         for name in list(procs.children):
             if name.startswith("agents-"):
@@ -518,21 +485,97 @@ def run_nasd(args: argparse.Namespace, workdir: Path) -> NasdFigures:
                 f"the daemon exited with status {figures.daemon_exit_status}:\n"
                 f"{log_tail(daemon_log)}"
             )
-        times = received_times(db)
-        if len(times) >= 2:
-            figures.steady_rate = windowed_rate(times, 0.1, 0.9)
-            figures.first_to_last_s = times[-1] - times[0]
-            figures.overall_rate = (len(times) - 1) / max(figures.first_to_last_s, 1e-9)
-            figures.launch_to_last_s = times[-1] - launched
-        figures.latencies = latencies(db)
-        say(
-            f"all {args.budget} results committed {done_at - launched:.1f} s after the agents "
-            "were launched"
-        )
+        measure_rates(figures, db, launched)
         figures.verification = check(verify(db), args.budget, figures.problems)
     finally:
         procs.stop_all()
     return figures
+
+
+def daemon_command(args: argparse.Namespace, nasd_toml: Path) -> list[str]:
+    """``nasd serve`` for this run, under the all-threads profiler with ``--profile-daemon``."""
+    nasd_argv = ["--log-level", args.daemon_log_level, "serve", "--config", str(nasd_toml)]
+    if args.profile_daemon:
+        me = str(Path(__file__).resolve())
+        return [
+            sys.executable,
+            me,
+            PROFILED_CHILD,
+            str(args.profile_daemon),
+            "nasd.cli",
+            *nasd_argv,
+        ]
+    return [sys.executable, "-m", "nasd.cli", *nasd_argv]
+
+
+def agents_command(
+    args: argparse.Namespace, index: int, names: list[str], port: int, workdir: Path
+) -> list[str]:
+    """One ``bench_agents`` process; the first is profiled with ``--profile-agents``."""
+    runner = [sys.executable, "-m", "benchmarks.bench_agents"]
+    if args.profile_agents and index == 0:
+        me = str(Path(__file__).resolve())
+        runner = [
+            sys.executable,
+            me,
+            PROFILED_CHILD,
+            str(args.profile_agents),
+            "benchmarks.bench_agents",
+        ]
+    return [
+        *runner,
+        "--broker",
+        f"mqtt://127.0.0.1:{port}",
+        "--names",
+        ",".join(names),
+        "--slots",
+        str(args.slots),
+        "--spool-root",
+        str(workdir / "spool"),
+    ]
+
+
+def measure_rates(figures: NasdFigures, db: Path, launched: float) -> None:
+    """Steady-state and overall rates and latencies, from the timestamps in the database."""
+    times = received_times(db)
+    if len(times) >= 2:
+        figures.steady_rate = windowed_rate(times, 0.1, 0.9)
+        figures.first_to_last_s = times[-1] - times[0]
+        figures.overall_rate = (len(times) - 1) / max(figures.first_to_last_s, 1e-9)
+        figures.launch_to_last_s = times[-1] - launched
+    figures.latencies = latencies(db)
+
+
+def system_cpu_seconds() -> tuple[float, float, float]:
+    """Busy, steal and own CPU seconds so far: the whole machine (``/proc/stat``) and this process.
+
+    Busy counts user, nice, system, irq and softirq time of every process on every core; steal is
+    time the hypervisor gave this VM's cores to someone else.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    own = os.times()
+    return ((user + nice + system + irq + softirq) / ticks, steal / ticks, own.user + own.system)
+
+
+def account_cpu(
+    figures: NasdFigures,
+    before: dict[str, float],
+    after: dict[str, float],
+    system_before: tuple[float, float, float],
+    system_after: tuple[float, float, float],
+    wall_s: float,
+) -> None:
+    """Fill in the CPU time of each child, and how much CPU everything else on the machine used."""
+    figures.cpu_seconds = {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
+    busy = system_after[0] - system_before[0]
+    ours = sum(figures.cpu_seconds.values()) + system_after[2] - system_before[2]
+    figures.cores = os.cpu_count() or 1
+    figures.measured_s = round(wall_s, 2)
+    figures.other_cores = round(max(0.0, busy - ours) / max(wall_s, 1e-9), 2)
+    figures.steal_cores = round((system_after[1] - system_before[1]) / max(wall_s, 1e-9), 2)
 
 
 def wait_for_budget(procs: Processes, db: Path, budget: int, stall_s: float) -> None:
@@ -722,11 +765,35 @@ def ratio(value: float, base: float | None) -> str:
 
 
 def report(nasd_figures: NasdFigures, optuna_figures: list[OptunaFigures]) -> None:
-    """Print the table, the checks and the verdict."""
+    """Print the table, where the time went, the checks and the verdict."""
+    report_table(nasd_figures, optuna_figures)
+    report_costs(nasd_figures)
+    n = nasd_figures
+    v = n.verification
+    if v is not None:
+        say(
+            f"database check: {v.results} results, {v.distinct_trials} distinct trial ids "
+            f"({v.min_trial}..{v.max_trial}), integrity_check {v.integrity}, journal_mode "
+            f"{v.journal_mode}, experiment {v.experiment_status}; trials {v.trial_statuses}, "
+            f"leases {v.lease_statuses}"
+        )
+    say(
+        "durability: the daemon commits every result batch with synchronous=FULL in WAL mode "
+        "before acking it; Optuna's RDBStorage (SQLite, default synchronous=FULL) and its journal "
+        "file backend (fsync per append) are durable as well."
+    )
+    verdict = "MET" if n.steady_rate >= TARGET_RATE else "MISSED"
+    say(
+        f"target >= {TARGET_RATE:,.0f} durable evaluations/s (steady state): {verdict} "
+        f"({n.steady_rate:,.0f}/s)"
+    )
+
+
+def report_table(n: NasdFigures, optuna_figures: list[OptunaFigures]) -> None:
+    """The rates of every system and their ratios to Optuna's durable storages."""
     rates = {f.storage: f.rate for f in optuna_figures}
     sqlite_rate = next((r for s, r in rates.items() if "RDB" in s), None)
     journal_rate = next((r for s, r in rates.items() if "Journal" in s), None)
-    n = nasd_figures
     durable = "SQLite WAL, synchronous=FULL"
     setup = (
         f"{n.agents} agents x {n.slots} slots in {n.agent_procs} procs, "
@@ -748,6 +815,10 @@ def report(nasd_figures: NasdFigures, optuna_figures: list[OptunaFigures]) -> No
             f"{ratio(rate, journal_rate):>17}"
         )
     say("")
+
+
+def report_costs(n: NasdFigures) -> None:
+    """Time to complete, CPU per process and per evaluation, other load, per-job latencies."""
     say(
         f"nasd time to complete: {n.first_to_last_s:.2f} s first to last result, "
         f"{n.launch_to_last_s:.2f} s from launching the agents"
@@ -757,20 +828,17 @@ def report(nasd_figures: NasdFigures, optuna_figures: list[OptunaFigures]) -> No
             f"{name} {secs:.1f} s ({1000 * secs / n.budget:.2f} ms/eval)"
             for name, secs in n.cpu_seconds.items()
         )
+        total = sum(n.cpu_seconds.values())
         say(
-            f"CPU time while the agents ran (2 cores = {2 * n.launch_to_last_s:.1f} "
-            f"core-seconds available): {used}"
+            f"CPU time over {n.measured_s:.1f} s on {n.cores} cores: {used}; total "
+            f"{1000 * total / n.budget:.2f} ms/eval = {total / max(n.measured_s, 1e-9):.2f} cores"
         )
-    own = sum(n.cpu_seconds.values()) / max(n.launch_to_last_s, 1e-9)
-    say(
-        f"1-minute load average at start / end: {n.load_average[0]} / {n.load_average[1]} "
-        f"(this benchmark's own processes used {own:.1f} cores on average)"
-    )
-    if n.load_average[0] > 1.0:
         say(
-            "  note: the machine was busy before the run started; other work competed for the "
-            "CPU, so the nasd figure is low"
+            f"other work on this machine meanwhile: {n.other_cores:.2f} cores busy, "
+            f"{n.steal_cores:.2f} cores stolen by the hypervisor"
         )
+        if n.other_cores + n.steal_cores > 0.2:
+            say("  note: other work competed for the CPU during the run; the nasd figure is low")
     lat = n.latencies
     if lat is not None:
         say(
@@ -782,24 +850,6 @@ def report(nasd_figures: NasdFigures, optuna_figures: list[OptunaFigures]) -> No
             f"daemon batches in the 10-90 % window: {lat.batches}, {lat.results_per_batch} "
             f"results each, one every {lat.batch_gap_ms} ms (median / p90)"
         )
-    v = n.verification
-    if v is not None:
-        say(
-            f"database check: {v.results} results, {v.distinct_trials} distinct trial ids "
-            f"({v.min_trial}..{v.max_trial}), integrity_check {v.integrity}, journal_mode "
-            f"{v.journal_mode}, experiment {v.experiment_status}; trials {v.trial_statuses}, "
-            f"leases {v.lease_statuses}"
-        )
-    say(
-        "durability: the daemon commits every result batch with synchronous=FULL in WAL mode "
-        "before acking it; Optuna's RDBStorage (SQLite, default synchronous=FULL) and its journal "
-        "file backend (fsync per append) are durable as well."
-    )
-    verdict = "MET" if n.steady_rate >= TARGET_RATE else "MISSED"
-    say(
-        f"target >= {TARGET_RATE:,.0f} durable evaluations/s (steady state): {verdict} "
-        f"({n.steady_rate:,.0f}/s)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -915,6 +965,9 @@ def main(argv: list[str] | None = None) -> int:
         except BenchmarkError as exc:
             print(f"throughput: error: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("throughput: interrupted", file=sys.stderr)
+            return 130
         report(nasd_figures, optuna_figures)
         if args.json is not None:
             data = {

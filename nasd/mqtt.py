@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -26,6 +27,9 @@ log = structlog.get_logger("nasd.mqtt")
 
 MAX_INFLIGHT = 1000
 """QoS-1 messages a client may have unacknowledged at once (paho's default is 20)."""
+
+_CLIENT_LOG = logging.getLogger("nasd.mqtt.client")
+_CLIENT_LOG.setLevel(logging.ERROR)  # paho's chatter; errors reach us as exceptions anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +119,7 @@ class Link:
             will = aiomqtt.Will(
                 self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain
             )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.url.host,
             self.url.port,
             username=self.url.username,
@@ -130,7 +134,10 @@ class Link:
             # paho leaves Nagle on; with delayed ACKs every small QoS-1 exchange then waits
             # ~40 ms. Latency, not bandwidth, bounds a credit-based work loop.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            logger=_CLIENT_LOG,
         )
+        client.pending_calls_threshold = 1 << 30  # many in-flight publishes are normal here
+        return client
 
     async def run(self, *, first_connect_timeout: float | None = None) -> None:
         """Connect, subscribe, call ``on_connect``, pump messages; reconnect forever.
@@ -197,6 +204,25 @@ class Link:
         except aiomqtt.MqttError as exc:
             log.warning("publish.failed", topic=message.topic, error=str(exc))
             return False
+        return True
+
+    def publish_nowait(self, messages: Iterable[Publication]) -> bool:
+        """Queue messages with the MQTT client without waiting for their PUBACKs.
+
+        The daemon's hot path: waiting for every PUBACK before taking the next batch halves its
+        throughput, and loss is already covered end to end (agents re-send unacknowledged
+        results; assignments of active leases are re-sent after every reconnect). False when
+        not connected (the messages are dropped; the same recovery applies).
+        """
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return False
+        paho = client._client  # aiomqtt has no fire-and-forget publish
+        for message in messages:
+            info = paho.publish(message.topic, message.payload, message.qos, message.retain)
+            if info.rc != 0:
+                log.warning("publish.failed", topic=message.topic, rc=info.rc)
+                return False
         return True
 
     async def publish_many(self, messages: Iterable[Publication]) -> None:

@@ -89,7 +89,7 @@ def test_daemon_settings_resolve_paths_relative_to_the_file(tmp_path: Path) -> N
     assert (broker.host, broker.port, broker.tls, broker.password) == ("host", 8883, True, "p@ss")
     assert "p@ss" not in str(broker)
     path.write_text('[daemon]\nbrokr = "x"\n')
-    with pytest.raises(ConfigError, match="unknown key daemon.brokr"):
+    with pytest.raises(ConfigError, match=r"unknown key daemon\.brokr"):
         load_daemon_settings(path)
 
 
