@@ -23,13 +23,18 @@ class Notifier:
         self.watchdog_interval: float | None = int(usec) / 2e6 if enabled and usec else None
 
     def notify(self, state: str) -> None:
-        """Send one state line such as ``READY=1``; failures are ignored (best effort)."""
+        """Send one state line such as ``READY=1``; failures are ignored (best effort).
+
+        Non-blocking: this runs on the event loop, and a receiver that stops reading (its
+        datagram queue full) must never freeze the daemon.
+        """
         if not self._address:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.setblocking(False)
                 sock.connect(self._address)
-                sock.sendall(state.encode())
+                sock.send(state.encode())
         except OSError:
             pass
 

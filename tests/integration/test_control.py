@@ -1,0 +1,130 @@
+"""Control over the broker (``nasd submit/status/pause/resume/cancel``), ``nasd broker``, and the
+systemd notifications of ``nasd serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nasd.broker import free_port
+from tests.brokers import wait_port
+from tests.integration import procs
+
+SLEEPY = "tests.integration.trainers:sleepy"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nasd.cli", *args],
+        cwd=procs.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def test_submit_status_pause_resume_cancel_through_a_running_daemon(
+    mosquitto: object, tmp_path: Path
+) -> None:
+    url = mosquitto.url  # type: ignore[attr-defined]
+    settings = tmp_path / "nasd.toml"
+    settings.write_text(f'[daemon]\nbroker = "{url}"\ndb = "nasd.db"\n')
+    db = tmp_path / "nasd.db"
+
+    absent = _cli("submit", str(procs.ROOT / "examples" / "digits.toml"), "--broker", url)
+    assert absent.returncode == 2 and "no nasd daemon is running" in absent.stderr
+
+    notify = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify))
+    listener.settimeout(20)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "1000000"}
+    with (tmp_path / "daemon.log").open("ab") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "nasd.cli", "serve", "--config", str(settings)],
+            cwd=procs.ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        received = []
+        while not any(m.startswith("READY=1") for m in received):
+            received.append(listener.recv(4096).decode())
+        while "WATCHDOG=1" not in received:
+            received.append(listener.recv(4096).decode())
+
+        one = procs.write_experiment(
+            tmp_path / "one.toml", "one", 6, trainer=SLEEPY, options="seconds = 0.3\nsteps = 1"
+        )
+        two = procs.write_experiment(
+            tmp_path / "two.toml", "two", 50, trainer=SLEEPY, options="seconds = 0.3\nsteps = 1"
+        )
+        for path in (one, two):
+            submitted = _cli("submit", str(path), "--config", str(settings))
+            assert submitted.returncode == 0, submitted.stderr
+            assert "submitted" in submitted.stdout
+        again = _cli("submit", str(one), "--config", str(settings))
+        assert again.returncode == 0 and "already present" in again.stdout
+        bad = tmp_path / "bad.toml"
+        bad.write_text(one.read_text().replace('name = "random"', 'name = "random"\nx = 1'))
+        refused = _cli("submit", str(bad), "--broker", url)
+        assert refused.returncode == 2 and "unknown parameter 'x'" in refused.stderr
+
+        assert _cli("pause", "two", "--broker", url).stdout.strip() == "two: paused"
+        agent = procs.start_agent(url, "worker", tmp_path)
+        procs.wait_until(
+            lambda: procs.count_results(db, "one") >= 6,
+            60,
+            "experiment one",
+            logs=[tmp_path / "daemon.log", tmp_path / "worker.log"],
+        )
+        time.sleep(1.0)
+        assert procs.count_results(db, "two") <= 1  # paused: at most what was already queued
+        assert _cli("resume", "two", "--broker", url).returncode == 0
+        procs.wait_until(lambda: procs.count_results(db, "two") >= 3, 60, "two to resume")
+        cancelled = _cli("cancel", "two", "--broker", url)
+        assert cancelled.stdout.strip() == "two: cancelled", cancelled.stderr
+
+        status = _cli("status", "--broker", url, "--json")
+        assert status.returncode == 0, status.stderr
+        by_name = {e["name"]: e for e in json.loads(status.stdout)["experiments"]}
+        assert by_name["one"]["status"] == "done" and by_name["one"]["done"] == 6
+        assert by_name["two"]["status"] == "cancelled"
+        assert by_name["two"]["done"] + by_name["two"]["failed"] < 50
+        agents = json.loads(status.stdout)["agents"]
+        assert [(a["name"], a["online"]) for a in agents] == [("worker", True)]
+        procs.stop(agent)
+    finally:
+        assert procs.stop(daemon) == 0
+        listener.close()
+
+
+def test_nasd_broker_serves_until_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nasd.cli", "broker", "--port", str(port)],
+        cwd=procs.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_port("127.0.0.1", port, 30)
+        assert (
+            procs.retained_state(f"mqtt://127.0.0.1:{port}", "nasd/v1/daemon/state", timeout=1)
+            is None
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"127.0.0.1:{port}" in out and "Traceback" not in err
