@@ -15,12 +15,13 @@ cancelled. Results for finished trials are duplicates: acknowledged and ignored.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from nasd.engine import control, work
 from nasd.engine.experiment import ExperimentRuntime
 from nasd.engine.records import (
     AgentRecord,
@@ -29,10 +30,9 @@ from nasd.engine.records import (
     LiveTrial,
     Outbound,
     TrialStatus,
-    job_id_of,
 )
-from nasd.events import SlotsOpen, TrialFailed, TrialSucceeded
-from nasd.scheduler import AgentCapacity, LeaseClock, plan_assignments
+from nasd.events import TrialFailed, TrialSucceeded
+from nasd.scheduler import LeaseClock
 from nasd.store import repo
 from nasd.wire import AgentLeaf, agent_topic, experiment_events_topic
 
@@ -58,7 +58,7 @@ class Engine:
         self.agents: dict[str, AgentRecord] = {}
         self.lease_clock = LeaseClock()
         self._out: list[Outbound] = []
-        self._rotation = 0
+        self.rotation = 0
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -66,7 +66,6 @@ class Engine:
         self, conn: sqlite3.Connection, inputs: Sequence[Inbound], now: float
     ) -> list[Outbound]:
         """Handle ``inputs`` in order, then expire leases, propose and assign work."""
-        from nasd.engine import control  # local: control imports this module's types
 
         self._out = []
         for message in inputs:
@@ -81,8 +80,8 @@ class Engine:
             elif message.type == "control.request":
                 control.handle(self, conn, message.body, now)
         self._expire_leases(conn, now)
-        self._propose(conn, now)
-        self._assign(conn, now)
+        work.propose(self, conn, now)
+        work.assign(self, conn, now)
         self._finish_experiments(conn, now)
         out, self._out = self._out, []
         return out
@@ -90,7 +89,7 @@ class Engine:
     def assignments_to_resend(self) -> list[Outbound]:
         """``trial.assign`` for every active lease: published again after (re)connecting."""
         out = [
-            self._assign_message(trial)
+            work.assign_message(self, trial)
             for trial in self.trials.values()
             if trial.status is TrialStatus.RUNNING and trial.agent is not None
         ]
@@ -102,7 +101,8 @@ class Engine:
 
     # -- agents ---------------------------------------------------------------------------------
 
-    def _agent(self, name: str) -> AgentRecord:
+    def agent(self, name: str) -> AgentRecord:
+        """The record of agent ``name`` (created, offline, on first mention)."""
         record = self.agents.get(name)
         if record is None:
             record = self.agents[name] = AgentRecord(name)
@@ -111,7 +111,7 @@ class Engine:
     def _on_agent_state(
         self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
     ) -> None:
-        record = self._agent(name)
+        record = self.agent(name)
         if body["state"] == "online":
             profile = dict(body["profile"])
             record.online = True
@@ -135,7 +135,7 @@ class Engine:
     def _on_ready(
         self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
     ) -> None:
-        record = self._agent(name)
+        record = self.agent(name)
         slots = int(body["slots"])
         record.draining = False
         if not record.online or record.slots != slots:
@@ -163,8 +163,9 @@ class Engine:
             # Finished (a duplicate) or unknown (e.g. from before a --fresh start): ack either way
             # so the agent's spool drains; nothing is stored.
             known = conn.execute("SELECT 1 FROM trials WHERE job_id = ?", (job_id,)).fetchone()
-            log.info("result.duplicate" if known else "result.unknown_job", job_id=job_id,
-                     agent=name)
+            log.info(
+                "result.duplicate" if known else "result.unknown_job", job_id=job_id, agent=name
+            )
             self._ack(name, job_id, epoch)
             return
         if trial.assignments.get(epoch) != name:
@@ -184,7 +185,7 @@ class Engine:
                 error = str(body.get("error") or "training failed")
                 self._lease_lost(conn, trial, LeaseStatus.FAILED, error, now)
             else:
-                self._agent(name).draining = True
+                self.agent(name).draining = True
                 self._lease_lost(
                     conn, trial, LeaseStatus.RELEASED, "handed back", now, count_attempt=False
                 )
@@ -267,7 +268,7 @@ class Engine:
 
     def release_agent(self, trial: LiveTrial) -> None:
         if trial.agent is not None:
-            self._agent(trial.agent).leases.discard(trial.job_id)
+            self.agent(trial.agent).leases.discard(trial.job_id)
         self.lease_clock.stop(trial.job_id)
         trial.agent = None
 
@@ -279,114 +280,6 @@ class Engine:
             if trial.agent is not None:
                 self.send_cancel(trial.agent, job_id, epoch)
             self._lease_lost(conn, trial, LeaseStatus.EXPIRED, "lease expired", now)
-
-    # -- proposing and assigning ----------------------------------------------------------------
-
-    def _propose(self, conn: sqlite3.Connection, now: float) -> None:
-        spare = sum(a.free for a in self.agents.values()) - len(self.pending)
-        runnable = [
-            e
-            for e in self.experiments.values()
-            if e.status is ExperimentStatus.RUNNING and e.remaining > 0 and not e.waiting
-        ]
-        if spare <= 0 or not runnable:
-            return
-        self._rotation = (self._rotation + 1) % len(runnable)
-        ordered = runnable[self._rotation :] + runnable[: self._rotation]
-        share = max(1, spare // len(ordered))
-        for exp in ordered:
-            offer = min(share, spare, exp.remaining)
-            if offer <= 0:
-                continue
-            ids = tuple(range(exp.next_trial_id, exp.next_trial_id + offer))
-            candidates = exp.feed(conn, SlotsOpen(ids), now)
-            self._admit(conn, exp, ids, candidates, now)
-            spare -= len(candidates)
-            exp.waiting = len(candidates) < offer
-
-    def _admit(
-        self,
-        conn: sqlite3.Connection,
-        exp: ExperimentRuntime,
-        ids: tuple[int, ...],
-        candidates: Iterable[Any],
-        now: float,
-    ) -> None:
-        rows = []
-        for index, cand in enumerate(candidates):
-            if index >= len(ids) or cand.trial_id != ids[index]:
-                raise RuntimeError(
-                    f"strategy {exp.config.strategy_name!r} broke the protocol: candidate "
-                    f"{cand.trial_id} is not offered id #{index} of {ids}"
-                )
-            exp.space.validate(cand.genotype)
-            job_id = job_id_of(exp.name, cand.trial_id)
-            trial = LiveTrial(
-                job_id=job_id,
-                experiment=exp.name,
-                trial_id=cand.trial_id,
-                genotype=dict(cand.genotype),
-                parent_id=cand.parent_id,
-                morphisms=[dict(m) for m in cand.morphisms],
-                epochs=cand.budget,
-                status=TrialStatus.PENDING,
-            )
-            self.trials[job_id] = trial
-            self.pending[job_id] = None
-            rows.append(
-                repo.trial_row(
-                    job_id,
-                    exp.name,
-                    cand.trial_id,
-                    trial.genotype,
-                    cand.parent_id,
-                    trial.morphisms,
-                    cand.budget,
-                    TrialStatus.PENDING,
-                    now,
-                )
-            )
-            exp.next_trial_id += 1
-        repo.insert_trials(conn, rows)
-
-    def _assign(self, conn: sqlite3.Connection, now: float) -> None:
-        if not self.pending:
-            return
-        capacities = [
-            AgentCapacity(a.name, a.free, a.throughput) for a in self.agents.values() if a.free
-        ]
-        if not capacities:
-            return
-        for job_id, name in plan_assignments(list(self.pending), capacities):
-            trial = self.trials[job_id]
-            ttl = self.experiments[trial.experiment].config.lease_ttl_s
-            trial.epoch += 1
-            trial.status = TrialStatus.RUNNING
-            trial.agent = name
-            trial.assignments[trial.epoch] = name
-            self._agent(name).leases.add(job_id)
-            del self.pending[job_id]
-            repo.assign_trial(conn, job_id, trial.epoch, name, now)
-            self.lease_clock.start(job_id, trial.epoch, now + ttl)
-            self.emit(self._assign_message(trial))
-
-    def _assign_message(self, trial: LiveTrial) -> Outbound:
-        config = self.experiments[trial.experiment].config
-        assert trial.agent is not None
-        body = {
-            "job_id": trial.job_id,
-            "experiment": trial.experiment,
-            "trial_id": trial.trial_id,
-            "epoch": trial.epoch,
-            "genotype": trial.genotype,
-            "space": config.space,
-            "task": {"trainer": config.trainer, "options": config.task.get("options", {})},
-            "epochs": trial.epochs if trial.epochs is not None else config.epochs,
-            "seed": (config.seed * 1_000_003 + trial.trial_id) % (2**31),
-            "parent_id": trial.parent_id,
-            "morphisms": trial.morphisms,
-        }
-        return Outbound(agent_topic(trial.agent, AgentLeaf.ASSIGN), "trial.assign", body)
 
     # -- experiments ----------------------------------------------------------------------------
 
