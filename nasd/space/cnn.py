@@ -10,6 +10,10 @@ left out when any spatial dimension is already below 2, so sizes never reach 0. 
 
 :meth:`CnnSpace.plan` resolves a genotype into channel counts and spatial sizes; the cost model
 and the PyTorch builder (``agents.models.cnn``) both read that plan, so they cannot disagree.
+
+This module holds :class:`CnnSpace` (spec, sampling, validation, plan and cost), the plan types
+and the space's constants. The mutation operators live in :mod:`nasd.space.cnn_mutation`, split
+out to keep this module small; they import nothing from here, so there is no import cycle.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, ClassVar
 from nasd.errors import ConfigError, InvalidGenotype
 from nasd.events import Genotype
 from nasd.space._base import SearchSpace
+from nasd.space.cnn_mutation import mutate_layers
 
 POOLS: tuple[str, ...] = ("none", "max", "avg")
 HEADS: tuple[str, ...] = ("flatten", "gap")
@@ -199,62 +204,20 @@ class CnnSpace(SearchSpace):
         """Apply one operator chosen uniformly among those applicable to ``genotype``.
 
         Operators: change the kernel, filters, stride or pool of one layer; insert a random
-        layer; remove a layer (skips re-indexed); add or remove one skip connection.
+        layer; remove a layer (skips re-indexed); add or remove one skip connection. They live
+        in :mod:`nasd.space.cnn_mutation`.
         """
         self.validate(genotype)
-        layers = [{**layer, "skips": list(layer["skips"])} for layer in genotype["layers"]]
-        operators = self._applicable(layers)
-        if not operators:
-            return {"layers": layers}  # the space has a single member
-        operator = operators[rng.randrange(len(operators))]
-        if operator in self._genes:
-            layer = layers[rng.randrange(len(layers))]
-            others = [c for c in self._genes[operator] if c != layer[operator]]
-            layer[operator] = others[rng.randrange(len(others))]
-        elif operator == "insert":
-            layers = self._insert(layers, rng.randint(0, len(layers)), rng)
-        elif operator == "remove":
-            layers = _remove(layers, rng.randrange(len(layers)))
-        elif operator == "add_skip":
-            missing = self._missing_skips(layers)
-            i, j = missing[rng.randrange(len(missing))]
-            layers[i]["skips"] = sorted([*layers[i]["skips"], j])
-        else:
-            present = [(i, j) for i, layer in enumerate(layers) for j in layer["skips"]]
-            i, j = present[rng.randrange(len(present))]
-            layers[i]["skips"].remove(j)
+        layers = mutate_layers(
+            genotype["layers"],
+            rng,
+            genes=self._genes,
+            min_layers=self.min_layers,
+            max_layers=self.max_layers,
+            skips=self.skips,
+            new_layer=self._random_layer,
+        )
         return {"layers": layers}
-
-    def _applicable(self, layers: list[dict[str, Any]]) -> list[str]:
-        operators = [key for key, choices in self._genes.items() if len(choices) > 1]
-        if len(layers) < self.max_layers:
-            operators.append("insert")
-        if len(layers) > self.min_layers:
-            operators.append("remove")
-        if self._missing_skips(layers):
-            operators.append("add_skip")
-        if any(layer["skips"] for layer in layers):
-            operators.append("remove_skip")
-        return operators
-
-    def _missing_skips(self, layers: list[dict[str, Any]]) -> list[tuple[int, int]]:
-        if not self.skips:
-            return []
-        return [
-            (i, j) for i in range(len(layers)) for j in range(i - 1) if j not in layers[i]["skips"]
-        ]
-
-    def _insert(
-        self, layers: list[dict[str, Any]], at: int, rng: random.Random
-    ) -> list[dict[str, Any]]:
-        """A new random layer at index ``at``; later skips are shifted to follow their sources."""
-        shifted = [
-            {**layer, "skips": [j + 1 if j >= at else j for j in layer["skips"]]}
-            if i >= at
-            else layer
-            for i, layer in enumerate(layers)
-        ]
-        return [*shifted[:at], self._random_layer(at, rng), *shifted[at:]]
 
     def validate(self, genotype: Any) -> None:
         """Check keys, choices, depth and skips; raise :class:`InvalidGenotype` with the path."""
@@ -350,16 +313,3 @@ class CnnSpace(SearchSpace):
                 text += " +" + ",".join(str(j) for j in layer["skips"])
             parts.append(text)
         return " | ".join(parts)
-
-
-def _remove(layers: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
-    """Drop layer ``at``: skips to it vanish, later indices shift down, and a skip that now names
-    its layer's direct predecessor (already its input) is dropped."""
-    kept = []
-    for i, layer in enumerate(layers):
-        if i == at:
-            continue
-        new_index = i if i < at else i - 1
-        skips = [j if j < at else j - 1 for j in layer["skips"] if j != at]
-        kept.append({**layer, "skips": [j for j in skips if j <= new_index - 2]})
-    return kept
