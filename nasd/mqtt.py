@@ -14,8 +14,9 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -97,9 +98,9 @@ class Link:
         *,
         subscriptions: Sequence[tuple[str, int]] = (),
         will: Publication | None = None,
-        on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_connect: Callable[[], Coroutine[Any, Any, None]] | None = None,
         clean_session: bool = False,
-        keepalive: int = 10,
+        keepalive: int = 5,
     ) -> None:
         self.url = url
         self.client_id = client_id
@@ -111,6 +112,7 @@ class Link:
         self.inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
+        self._lost: asyncio.Future[None] | None = None  # resolves when this connection ends
         self._closing = False
 
     def _make_client(self) -> aiomqtt.Client:
@@ -161,10 +163,7 @@ class Link:
                     ever_connected = True
                     backoff = 0.2
                     log.info("broker.connected", broker=str(self.url), client_id=self.client_id)
-                    if self.on_connect is not None:
-                        await self.on_connect()
-                    async for message in client.messages:
-                        self.inbox.put_nowait(message)
+                    await self._serve_connection(client)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 self._client = None
@@ -190,19 +189,52 @@ class Link:
             finally:
                 self.connected.clear()
                 self._client = None
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_result(None)
+
+    async def _serve_connection(self, client: aiomqtt.Client) -> None:
+        """Pump messages while ``on_connect`` runs beside it, not before it.
+
+        ``on_connect`` publishes (birth, re-sends); if the connection drops meanwhile, only the
+        pump notices at once (aiomqtt's publish waits for its timeout), so the pump decides: its
+        failure cancels the hook and the link reconnects immediately.
+        """
+        self._lost = asyncio.get_running_loop().create_future()
+        pump = asyncio.create_task(self._pump(client), name=f"{self.client_id}-pump")
+        if self.on_connect is None:
+            await pump
+            return
+        hook = asyncio.create_task(self.on_connect(), name=f"{self.client_id}-on-connect")
+        try:
+            done, _ = await asyncio.wait({pump, hook}, return_when=asyncio.FIRST_COMPLETED)
+            if hook in done and hook.exception() is not None:
+                raise hook.exception()  # type: ignore[misc]
+            await pump
+        finally:
+            hook.cancel()
+            pump.cancel()
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.inbox.put_nowait(message)
 
     async def publish(self, message: Publication) -> bool:
         """Publish once connected; False (logged) if the connection dropped meanwhile."""
         await self.connected.wait()
-        client = self._client
-        if client is None:
+        client, lost = self._client, self._lost
+        if client is None or lost is None:
             return False
-        try:
-            await client.publish(
-                message.topic, message.payload, qos=message.qos, retain=message.retain
-            )
-        except aiomqtt.MqttError as exc:
-            log.warning("publish.failed", topic=message.topic, error=str(exc))
+        sending = asyncio.ensure_future(
+            client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        )
+        # aiomqtt keeps waiting for a PUBACK after the connection is gone: stop at the loss.
+        await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            sending.cancel()
+            log.warning("publish.failed", topic=message.topic, error="connection lost")
+            return False
+        if sending.exception() is not None:
+            log.warning("publish.failed", topic=message.topic, error=str(sending.exception()))
             return False
         return True
 
