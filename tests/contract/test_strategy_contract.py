@@ -19,6 +19,7 @@ import msgpack
 import pytest
 
 from nasd.events import Genotype, SlotsOpen, StrategyEvent, TrialFailed, TrialSucceeded
+from nasd.space import build_space
 from nasd.space._base import SearchSpace, canonical_json
 from nasd.strategy import STRATEGIES, Candidate, Strategy, build_strategy
 
@@ -120,12 +121,7 @@ def replay(strategy: Strategy, events: list[StrategyEvent]) -> list[tuple[Candid
 
 
 def _nb201() -> SearchSpace:
-    space_module = pytest.importorskip("nasd.space")
-    build_space = getattr(space_module, "build_space", None)
-    if build_space is None:
-        pytest.skip("nasd.space.build_space is not available")
-    space: SearchSpace = build_space({"kind": "nb201"})
-    return space
+    return build_space({"kind": "nb201"})
 
 
 SPACES: dict[str, tuple[Callable[[], SearchSpace], ScoreFn]] = {

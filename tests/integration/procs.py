@@ -62,6 +62,19 @@ def _env() -> dict[str, str]:
     return env
 
 
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``nasd ARGS`` to completion (60 s at most) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "nasd.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def start_daemon(settings: Path, log: Path) -> subprocess.Popen[bytes]:
     """``nasd serve --config settings`` with its logs in ``log``."""
     with log.open("ab") as handle:
@@ -186,8 +199,10 @@ def retained_state(broker_url: str, topic: str, timeout: float = 5.0) -> str | N
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     async for message in client.messages:
-                        body = decode(bytes(message.payload),  # type: ignore[arg-type]
-                                      expect=message_type_for_topic(topic)).body
+                        body = decode(
+                            bytes(message.payload),  # type: ignore[arg-type]
+                            expect=message_type_for_topic(topic),
+                        ).body
                         return str(body["state"])
         return None
 

@@ -19,18 +19,6 @@ from tests.integration import procs
 SLEEPY = "tests.integration.trainers:sleepy"
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nasd.cli", *args],
-        cwd=procs.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-
-
 def test_submit_status_pause_resume_cancel_through_a_running_daemon(
     mosquitto: object, tmp_path: Path
 ) -> None:
@@ -39,7 +27,7 @@ def test_submit_status_pause_resume_cancel_through_a_running_daemon(
     settings.write_text(f'[daemon]\nbroker = "{url}"\ndb = "nasd.db"\n')
     db = tmp_path / "nasd.db"
 
-    absent = _cli("submit", str(procs.ROOT / "examples" / "digits.toml"), "--broker", url)
+    absent = procs.cli("submit", str(procs.ROOT / "examples" / "digits.toml"), "--broker", url)
     assert absent.returncode == 2 and "no nasd daemon is running" in absent.stderr
 
     notify = tmp_path / "notify.sock"
@@ -69,17 +57,17 @@ def test_submit_status_pause_resume_cancel_through_a_running_daemon(
             tmp_path / "two.toml", "two", 50, trainer=SLEEPY, options="seconds = 0.3\nsteps = 1"
         )
         for path in (one, two):
-            submitted = _cli("submit", str(path), "--config", str(settings))
+            submitted = procs.cli("submit", str(path), "--config", str(settings))
             assert submitted.returncode == 0, submitted.stderr
             assert "submitted" in submitted.stdout
-        again = _cli("submit", str(one), "--config", str(settings))
+        again = procs.cli("submit", str(one), "--config", str(settings))
         assert again.returncode == 0 and "already present" in again.stdout
         bad = tmp_path / "bad.toml"
         bad.write_text(one.read_text().replace('name = "random"', 'name = "random"\nx = 1'))
-        refused = _cli("submit", str(bad), "--broker", url)
+        refused = procs.cli("submit", str(bad), "--broker", url)
         assert refused.returncode == 2 and "unknown parameter 'x'" in refused.stderr
 
-        assert _cli("pause", "two", "--broker", url).stdout.strip() == "two: paused"
+        assert procs.cli("pause", "two", "--broker", url).stdout.strip() == "two: paused"
         agent = procs.start_agent(url, "worker", tmp_path)
         procs.wait_until(
             lambda: procs.count_results(db, "one") >= 6,
@@ -89,12 +77,12 @@ def test_submit_status_pause_resume_cancel_through_a_running_daemon(
         )
         time.sleep(1.0)
         assert procs.count_results(db, "two") <= 1  # paused: at most what was already queued
-        assert _cli("resume", "two", "--broker", url).returncode == 0
+        assert procs.cli("resume", "two", "--broker", url).returncode == 0
         procs.wait_until(lambda: procs.count_results(db, "two") >= 3, 60, "two to resume")
-        cancelled = _cli("cancel", "two", "--broker", url)
+        cancelled = procs.cli("cancel", "two", "--broker", url)
         assert cancelled.stdout.strip() == "two: cancelled", cancelled.stderr
 
-        status = _cli("status", "--broker", url, "--json")
+        status = procs.cli("status", "--broker", url, "--json")
         assert status.returncode == 0, status.stderr
         by_name = {e["name"]: e for e in json.loads(status.stdout)["experiments"]}
         assert by_name["one"]["status"] == "done" and by_name["one"]["done"] == 6

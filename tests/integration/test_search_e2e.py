@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.integration import procs
@@ -19,17 +17,6 @@ DIGITS_SPACE = (
     'kernels = [3, 5]\nfilters = [16, 32]\nstrides = [1]\npools = ["none", "max"]\n'
     'head = "flatten"'
 )
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "nasd.cli", *args],
-        cwd=procs.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_digits_search_finishes_with_30_results(broker: object, tmp_path: Path) -> None:
@@ -76,17 +63,17 @@ def test_digits_search_finishes_with_30_results(broker: object, tmp_path: Path) 
         spool = tmp_path / "spool" / f"agent-{i}" / "spool.db"
         assert procs.query(spool, "SELECT COUNT(*) FROM results") == [(0,)]
 
-    status = _cli("status", "--db", str(db), "--json")
+    status = procs.cli("status", "--db", str(db), "--json")
     assert status.returncode == 0, status.stderr
     summary = json.loads(status.stdout)["experiments"][0]
     assert (summary["name"], summary["status"], summary["done"]) == ("digits", "done", 30)
     assert {a["name"] for a in json.loads(status.stdout)["agents"]} == {"agent-0", "agent-1"}
 
-    best_out = _cli("best", "digits", "--db", str(db), "--json")
+    best_out = procs.cli("best", "digits", "--db", str(db), "--json")
     assert best_out.returncode == 0, best_out.stderr
     assert json.loads(best_out.stdout)["value"] == best
 
-    exported = _cli("export", "digits", "--db", str(db), "--format", "csv")
+    exported = procs.cli("export", "digits", "--db", str(db), "--format", "csv")
     assert exported.returncode == 0, exported.stderr
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     assert len(rows) == 30
@@ -103,17 +90,17 @@ def test_digits_search_finishes_with_30_results(broker: object, tmp_path: Path) 
         "finished_at",
     } <= set(rows[0])
     assert json.loads(rows[0]["genotype"])["layers"]
-    jsonl = _cli("export", "digits", "--db", str(db), "--format", "jsonl")
+    jsonl = procs.cli("export", "digits", "--db", str(db), "--format", "jsonl")
     assert len(jsonl.stdout.splitlines()) == 30
 
 
 def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
-    missing = _cli("status", "--db", str(tmp_path / "nope.db"))
+    missing = procs.cli("status", "--db", str(tmp_path / "nope.db"))
     assert missing.returncode == 2
     assert "no database" in missing.stderr and "Traceback" not in missing.stderr
     bad = tmp_path / "bad.toml"
     procs.write_experiment(bad, "x", 0, trainer="zero")
-    run = _cli("run", str(bad))
+    run = procs.cli("run", str(bad))
     assert run.returncode == 2 and "budget" in run.stderr and "Traceback" not in run.stderr
-    nobroker = _cli("submit", str(bad), "--broker", "mqtt://127.0.0.1:1")
+    nobroker = procs.cli("submit", str(bad), "--broker", "mqtt://127.0.0.1:1")
     assert nobroker.returncode == 2 and "Traceback" not in nobroker.stderr
