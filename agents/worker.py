@@ -68,18 +68,14 @@ class RunningJob:
 class _Context:
     """The TrainContext lent to a trainer thread; forwards progress to the event loop."""
 
-    def __init__(
-        self, job: RunningJob, loop: asyncio.AbstractEventLoop, on_progress: Callable[[], None]
-    ) -> None:
+    def __init__(self, job: RunningJob, loop: asyncio.AbstractEventLoop) -> None:
         self._job = job
         self._loop = loop
-        self._on_progress = on_progress
 
     def progress(self, step: int, total: int | None, metrics: Mapping[str, float]) -> None:
         def update() -> None:
             self._job.step, self._job.total = step, total
             self._job.metrics = {k: float(v) for k, v in metrics.items()}
-            self._on_progress()
 
         self._loop.call_soon_threadsafe(update)
 
@@ -180,11 +176,8 @@ class Agent:
         while True:
             message = await link.inbox.get()
             topic = str(message.topic)
-            payload = message.payload
             try:
-                if not isinstance(payload, bytes | bytearray):
-                    raise WireError("payload is not bytes")
-                envelope = decode(bytes(payload), expect=message_type_for_topic(topic))
+                envelope = decode(message.payload, expect=message_type_for_topic(topic))
             except WireError as exc:
                 log.warning("message.dropped", topic=topic[:200], reason=str(exc))
                 continue
@@ -244,7 +237,7 @@ class Agent:
         status, error, result = "ok", None, TrainResult({})
         try:
             trainer = self._trainer(str(body["task"]["trainer"]))
-            context = _Context(job, loop, lambda: None)
+            context = _Context(job, loop)
             result = await loop.run_in_executor(self._executor, trainer, request, context)
         except TrainingStopped:
             status = "released"

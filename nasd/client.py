@@ -75,8 +75,8 @@ async def _expect_daemon_online(client: aiomqtt.Client, broker: BrokerUrl) -> No
                 if str(message.topic) != daemon_state_topic():
                     continue
                 try:
-                    state = decode(bytes(message.payload), expect="daemon.state")
-                except (WireError, TypeError):
+                    state = decode(message.payload, expect="daemon.state")
+                except WireError:
                     continue
                 if state.body["state"] == "online":
                     return
@@ -89,8 +89,8 @@ async def _expect_daemon_online(client: aiomqtt.Client, broker: BrokerUrl) -> No
 
 def _reply(message: aiomqtt.Message, correlation_id: str) -> dict[str, Any] | None:
     try:
-        envelope = decode(bytes(message.payload), expect="control.response")
-    except (WireError, TypeError):
+        envelope = decode(message.payload, expect="control.response")
+    except WireError:
         return None
     if envelope.body["correlation_id"] != correlation_id:
         return None

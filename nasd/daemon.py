@@ -74,7 +74,7 @@ def to_publication(message: Outbound) -> Publication:
     return Publication(message.topic, payload, message.qos, message.retain)
 
 
-def parse_message(topic: str, payload: bytes) -> Inbound:
+def parse_message(topic: str, payload: object) -> Inbound:
     """Turn a received MQTT message into an engine input; WireError if it must be dropped."""
     message_type = message_type_for_topic(topic)
     envelope = decode(payload, expect=message_type)
@@ -197,18 +197,9 @@ class Daemon:
             inputs = []
             for message in batch:
                 try:
-                    payload = message.payload
-                    if not isinstance(payload, bytes | bytearray):
-                        raise WireError("payload is not bytes")
-                    inputs.append(parse_message(str(message.topic), bytes(payload)))
+                    inputs.append(parse_message(str(message.topic), message.payload))
                 except WireError as exc:
                     log.warning("message.dropped", topic=str(message.topic)[:200], reason=str(exc))
-                except (TypeError, ValueError) as exc:
-                    log.warning(
-                        "message.dropped",
-                        topic=str(message.topic)[:200],
-                        reason=f"unreadable payload: {exc}",
-                    )
             outbound = await writer.run(partial(self._apply, engine, inputs))
             if outbound:
                 link.publish_nowait([to_publication(m) for m in outbound])

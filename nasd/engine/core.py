@@ -88,12 +88,11 @@ class Engine:
 
     def assignments_to_resend(self) -> list[Outbound]:
         """``trial.assign`` for every active lease: published again after (re)connecting."""
-        out = [
+        return [
             work.assign_message(self, trial)
             for trial in self.trials.values()
             if trial.status is TrialStatus.RUNNING and trial.agent is not None
         ]
-        return out
 
     def emit(self, message: Outbound) -> None:
         """Queue a message for publication after the current transaction commits."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nasd.config import ExperimentConfig
 from nasd.engine.records import ExperimentStatus
@@ -41,19 +41,23 @@ class ExperimentRuntime:
     last_seq: int = 0
     events_since_snapshot: int = 0
     best: Best | None = None
-    metric: str = field(default="val_acc")
 
     @classmethod
     def create(cls, config: ExperimentConfig) -> ExperimentRuntime:
         """Build the space and a fresh strategy (seeded from the config)."""
         space = build_space(config.space)
         strategy = build_strategy(config.strategy_name, space, config.seed, config.strategy_params)
-        return cls(config=config, space=space, strategy=strategy, metric=strategy.metric)
+        return cls(config=config, space=space, strategy=strategy)
 
     @property
     def name(self) -> str:
         """The experiment's unique name."""
         return self.config.name
+
+    @property
+    def metric(self) -> str:
+        """The metric the strategy optimises (``val_acc`` unless configured)."""
+        return self.strategy.metric
 
     @property
     def remaining(self) -> int:

@@ -125,12 +125,14 @@ def encode(
     return payload
 
 
-def decode(payload: bytes | bytearray, expect: str | Collection[str] | None = None) -> Envelope:
+def decode(payload: object, expect: str | Collection[str] | None = None) -> Envelope:
     """Unpack and validate one received payload.
 
     ``expect`` is the message type (or types) the topic may carry; see
     :func:`nasd.wire.messages.message_type_for_topic`. Raises :class:`WireError` with a short
     reason for anything not a valid v1 message of an expected type, and never anything else.
+    ``payload`` is typed loosely because MQTT clients hand over ``bytes | str | int | None``:
+    anything but bytes is refused here, so callers need no check of their own.
     """
     if not isinstance(payload, bytes | bytearray):
         raise WireError(f"payload must be bytes, not {type(payload).__name__}")

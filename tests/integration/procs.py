@@ -199,10 +199,7 @@ def retained_state(broker_url: str, topic: str, timeout: float = 5.0) -> str | N
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     async for message in client.messages:
-                        body = decode(
-                            bytes(message.payload),  # type: ignore[arg-type]
-                            expect=message_type_for_topic(topic),
-                        ).body
+                        body = decode(message.payload, expect=message_type_for_topic(topic)).body
                         return str(body["state"])
         return None
 
