@@ -187,14 +187,13 @@ def retained_state(broker_url: str, topic: str, timeout: float = 5.0) -> str | N
     """The ``state`` field of the retained envelope on ``topic`` (None if nothing is retained)."""
     import asyncio
 
-    import aiomqtt
-
     from nasd.mqtt import BrokerUrl
     from nasd.wire import decode, message_type_for_topic
+    from tests.clients import mqtt_client
 
     async def read() -> str | None:
         broker = BrokerUrl.parse(broker_url)
-        async with aiomqtt.Client(broker.host, broker.port) as client:
+        async with mqtt_client(broker.host, broker.port) as client:
             await client.subscribe(topic, qos=1)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):

@@ -23,6 +23,7 @@ from nasd.broker import EmbeddedBroker, free_port, serve_forever
 from nasd.errors import ConfigError
 from tests import brokers
 from tests.brokers import BrokerHandle, MosquittoProcess, raw_connect, wait_port
+from tests.clients import mqtt_client
 
 T = TypeVar("T")
 
@@ -40,9 +41,11 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(wrapper())
 
 
-def client(handle: BrokerHandle, identifier: str, **kwargs: object) -> aiomqtt.Client:
-    """An aiomqtt client for ``handle`` (kwargs as for aiomqtt.Client)."""
-    return aiomqtt.Client(handle.host, handle.port, identifier=identifier, **kwargs)  # type: ignore[arg-type]
+def client(
+    handle: BrokerHandle, identifier: str, **kwargs: object
+) -> contextlib.AbstractAsyncContextManager[aiomqtt.Client]:
+    """A connected aiomqtt client for ``handle`` (kwargs as for aiomqtt.Client)."""
+    return mqtt_client(handle.host, handle.port, identifier, **kwargs)
 
 
 async def next_message(
@@ -353,7 +356,7 @@ def test_serve_forever_reports_ready_and_stops_when_cancelled() -> None:
         task = asyncio.create_task(serve_forever("127.0.0.1", 0, ready=on_ready))
         await asyncio.wait_for(ready.wait(), _RECEIVE_TIMEOUT_S)
         port = int(urls[0].rsplit(":", 1)[1])
-        async with aiomqtt.Client("127.0.0.1", port, identifier="sf"):
+        async with mqtt_client("127.0.0.1", port, "sf"):
             pass
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -379,3 +382,40 @@ def test_run_broker_exits_cleanly_on_sigterm() -> None:
     assert process.returncode == 0, stderr.decode(errors="replace")
     assert f"mqtt://127.0.0.1:{port}" in stdout.decode()
     assert b"Traceback" not in stderr
+
+
+def test_test_client_retries_a_connect_whose_connack_never_comes(
+    mosquitto: MosquittoProcess,
+) -> None:
+    """tests.clients.mqtt_client: a swallowed first CONNECT costs one retry, with a warning."""
+
+    async def main() -> None:
+        connections = 0
+        held: list[asyncio.StreamWriter] = []
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            if connections == 1:  # swallow the CONNECT: no CONNACK ever
+                held.append(writer)
+                await reader.read()
+                return
+            up_reader, up_writer = await asyncio.open_connection(mosquitto.host, mosquitto.port)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            with pytest.warns(RuntimeWarning, match="'retrier'.*retrying"):
+                async with mqtt_client("127.0.0.1", port, "retrier", timeout=1) as retrier:
+                    await retrier.publish("nasd/test/retry", b"x", qos=1)
+        assert connections == 2
+
+    run(main)

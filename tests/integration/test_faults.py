@@ -160,8 +160,14 @@ def test_agent_killed_mid_job_has_its_job_finished_elsewhere(
 
 def test_agent_stopped_with_ctrl_c_hands_its_job_back(mosquitto: object, tmp_path: Path) -> None:
     url = mosquitto.url  # type: ignore[attr-defined]
-    experiment = procs.write_experiment(tmp_path / "exp.toml", "handback", 4, trainer=SLEEPY,
-                                        lease_ttl_s=60, options="seconds = 3\nsteps = 6")
+    experiment = procs.write_experiment(
+        tmp_path / "exp.toml",
+        "handback",
+        4,
+        trainer=SLEEPY,
+        lease_ttl_s=60,
+        options="seconds = 3\nsteps = 6",
+    )
     settings = procs.write_settings(tmp_path, url, experiment)
     db = tmp_path / "nasd.db"
     logs = [tmp_path / "daemon.log", tmp_path / "quitter.log", tmp_path / "stayer.log"]
@@ -169,22 +175,39 @@ def test_agent_stopped_with_ctrl_c_hands_its_job_back(mosquitto: object, tmp_pat
     quitter = procs.start_agent(url, "quitter", tmp_path)
     try:
         procs.wait_until(
-            lambda: bool(procs.query(db, "SELECT 1 FROM leases WHERE agent = 'quitter'"
-                                         " AND status = 'active'")),
-            60, "the quitter to hold a job", logs=logs)
+            lambda: bool(
+                procs.query(
+                    db, "SELECT 1 FROM leases WHERE agent = 'quitter' AND status = 'active'"
+                )
+            ),
+            60,
+            "the quitter to hold a job",
+            logs=logs,
+        )
         (job,) = procs.query(db, "SELECT job_id FROM leases WHERE agent = 'quitter'")[0]
         time.sleep(0.5)
         quitter.send_signal(signal.SIGINT)
         assert quitter.wait(30) == 0
         # Handed back at once (not after the 60 s lease), without using up an attempt.
         procs.wait_until(
-            lambda: procs.query(db, "SELECT status FROM leases WHERE job_id = ?", job)
-            == [("released",)], 10, "the lease to be released", logs=logs)
+            lambda: (
+                procs.query(db, "SELECT status FROM leases WHERE job_id = ?", job)
+                == [("released",)]
+            ),
+            10,
+            "the lease to be released",
+            logs=logs,
+        )
         assert procs.query(db, "SELECT status, attempts FROM trials WHERE job_id = ?", job) == [
-            ("pending", 0)]
+            ("pending", 0)
+        ]
         stayer = procs.start_agent(url, "stayer", tmp_path)
-        procs.wait_until(lambda: procs.count_results(db, "handback") >= 4, 90,
-                         "the search to finish on the stayer", logs=logs)
+        procs.wait_until(
+            lambda: procs.count_results(db, "handback") >= 4,
+            90,
+            "the search to finish on the stayer",
+            logs=logs,
+        )
         procs.stop(stayer)
     finally:
         procs.stop(daemon)
@@ -200,9 +223,15 @@ def test_mosquitto_restarted_empty_mid_search_loses_nothing(
     message, session and retained state gone) and the search still ends exact."""
     url = mosquitto.url  # type: ignore[attr-defined]
     budget = 30
-    experiment = procs.write_experiment(tmp_path / "exp.toml", "brokerloss", budget,
-                                        trainer=SLEEPY, strategy="aging-evolution",
-                                        lease_ttl_s=30, options="seconds = 0.4\nsteps = 2")
+    experiment = procs.write_experiment(
+        tmp_path / "exp.toml",
+        "brokerloss",
+        budget,
+        trainer=SLEEPY,
+        strategy="aging-evolution",
+        lease_ttl_s=30,
+        options="seconds = 0.4\nsteps = 2",
+    )
     settings = procs.write_settings(tmp_path, url, experiment)
     db = tmp_path / "nasd.db"
     logs = [tmp_path / "daemon.log", tmp_path / "agent-0.log", tmp_path / "agent-1.log"]
@@ -210,23 +239,32 @@ def test_mosquitto_restarted_empty_mid_search_loses_nothing(
     agents = [procs.start_agent(url, f"agent-{i}", tmp_path, slots=2) for i in range(2)]
     try:
         for threshold in (8, 18):
-            procs.wait_until(lambda t=threshold: procs.count_results(db, "brokerloss") >= t, 90,
-                             f"{threshold} results before the broker restart", logs=logs)
+            procs.wait_until(
+                lambda t=threshold: procs.count_results(db, "brokerloss") >= t,
+                90,
+                f"{threshold} results before the broker restart",
+                logs=logs,
+            )
             mosquitto.restart()  # type: ignore[attr-defined]
         procs.wait_until(
-            lambda: procs.query(db, "SELECT status FROM experiments") == [("done",)], 120,
-            "the search to finish after the broker restarts", logs=logs)
+            lambda: procs.query(db, "SELECT status FROM experiments") == [("done",)],
+            120,
+            "the search to finish after the broker restarts",
+            logs=logs,
+        )
         # An agent may notice a dead connection only by its keep-alive (see the closing note
         # of the foundation issue); once it reconnects it re-sends its spool and it drains.
         spools = [tmp_path / "spool" / f"agent-{i}" / "spool.db" for i in range(2)]
         procs.wait_until(
             lambda: all(procs.query(s, "SELECT COUNT(*) FROM results") == [(0,)] for s in spools),
-            45, "the agents' spools to drain", logs=logs)
+            45,
+            "the agents' spools to drain",
+            logs=logs,
+        )
     finally:
         for agent in agents:
             procs.stop(agent)
         assert procs.stop(daemon) == 0
     check_exact(db, "brokerloss", budget, [tmp_path / "spool" / f"agent-{i}" for i in range(2)])
-    events = [json.loads(line) for line in logs[0].read_text().splitlines()
-              if line.startswith("{")]
+    events = [json.loads(line) for line in logs[0].read_text().splitlines() if line.startswith("{")]
     assert sum(e.get("event") == "broker.connected" for e in events) >= 3

@@ -7,10 +7,9 @@ import json
 import os
 from pathlib import Path
 
-import aiomqtt
-
 from nasd.mqtt import BrokerUrl
 from nasd.wire import encode
+from tests.clients import mqtt_client
 from tests.integration import procs
 
 SLEEPY = "tests.integration.trainers:sleepy"
@@ -18,7 +17,7 @@ SLEEPY = "tests.integration.trainers:sleepy"
 
 async def _barrage(url: str, job_id: str, epoch: int) -> dict:
     broker = BrokerUrl.parse(url)
-    async with aiomqtt.Client(broker.host, broker.port, identifier="mallory") as client:
+    async with mqtt_client(broker.host, broker.port, "mallory") as client:
         await client.subscribe("nasd/v1/control/response/mallory", qos=1)
         junk = [
             ("nasd/v1/agents/mallory/result", os.urandom(300)),

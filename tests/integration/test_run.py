@@ -15,19 +15,33 @@ EXAMPLE = procs.ROOT / "examples" / "digits.toml"
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nasd.cli", "run", *args], cwd=procs.ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "nasd.cli", "run", *args],
+        cwd=procs.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_run_is_interrupted_then_resumed_without_repeating_work(tmp_path: Path) -> None:
     db = tmp_path / "digits.db"
     args = [str(EXAMPLE), "--budget", "8", "--agents", "2", "--db", str(db)]
-    first = subprocess.Popen([sys.executable, "-m", "nasd.cli", "run", *args], cwd=procs.ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "nasd.cli", "run", *args],
+        cwd=procs.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        procs.wait_until(lambda: procs.count_results(db, "digits-cnn") >= 3, 180,
-                         "3 results before the interruption",
-                         logs=[tmp_path / "digits-cnn" / "daemon.log"])
+        procs.wait_until(
+            lambda: procs.count_results(db, "digits-cnn") >= 3,
+            180,
+            "3 results before the interruption",
+            logs=[tmp_path / "digits-cnn" / "daemon.log"],
+        )
         before = dict(procs.query(db, "SELECT trial_id, metrics FROM results"))
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=60)
@@ -55,7 +69,13 @@ def test_run_is_interrupted_then_resumed_without_repeating_work(tmp_path: Path) 
     assert fresh.returncode == 0, fresh.stderr
     assert procs.query(db, "SELECT COUNT(*) FROM results") == [(2,)]
     assert time.monotonic() - started < 120
-    best = json.loads(subprocess.run(
-        [sys.executable, "-m", "nasd.cli", "best", "digits-cnn", "--db", str(db), "--json"],
-        cwd=procs.ROOT, capture_output=True, text=True, check=True).stdout)
+    best = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "nasd.cli", "best", "digits-cnn", "--db", str(db), "--json"],
+            cwd=procs.ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert best["trial_id"] in (0, 1)
