@@ -252,8 +252,7 @@ def test_mosquitto_restarted_empty_mid_search_loses_nothing(
             "the search to finish after the broker restarts",
             logs=logs,
         )
-        # An agent may notice a dead connection only by its keep-alive (see the closing note
-        # of the foundation issue); once it reconnects it re-sends its spool and it drains.
+        # Once an agent has reconnected it re-sends its spool, and the daemon's acks drain it.
         spools = [tmp_path / "spool" / f"agent-{i}" / "spool.db" for i in range(2)]
         procs.wait_until(
             lambda: all(procs.query(s, "SELECT COUNT(*) FROM results") == [(0,)] for s in spools),

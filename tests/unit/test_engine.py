@@ -331,15 +331,20 @@ def test_rebuild_from_a_snapshot_plus_the_log_tail_matches_the_live_strategy(
     held = {j["job_id"]: j["epoch"] for j in assigns(h.online("a", slots=3))}
     for step in range(25):
         job_id = sorted(held)[0]
-        out = h.apply(Inbound("trial.result", "a", result(job_id, held.pop(job_id),
-                                                          val_acc=(step * 7 % 11) / 11)))
+        out = h.apply(
+            Inbound(
+                "trial.result", "a", result(job_id, held.pop(job_id), val_acc=(step * 7 % 11) / 11)
+            )
+        )
         held |= {j["job_id"]: j["epoch"] for j in assigns(out)}
     (seq,) = h.query("SELECT seq FROM snapshots WHERE experiment = 'exp'")[0]
     (last,) = h.query("SELECT MAX(seq) FROM events WHERE experiment = 'exp'")[0]
     assert 0 < seq < last  # a snapshot exists and events were logged after it
     live = h.engine.experiments["exp"].strategy.state_dict()
-    assert h.writer.run_sync(lambda c: rebuild(c, h.now)).experiments[
-        "exp"].strategy.state_dict() == live
+    assert (
+        h.writer.run_sync(lambda c: rebuild(c, h.now)).experiments["exp"].strategy.state_dict()
+        == live
+    )
     # The snapshot alone is not the live state: the tail was replayed on top of it.
     from nasd.store.repo import unpack
 

@@ -33,8 +33,9 @@ def _hits(imported: set[str], forbidden: set[str]) -> set[str]:
     return {n for n in imported for f in forbidden if n == f or n.startswith(f + ".")}
 
 
-@pytest.mark.parametrize("path", [p for part in PURE for p in _modules(part)],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", [p for part in PURE for p in _modules(part)], ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_pure_core_imports_no_io_or_torch(path: Path) -> None:
     assert _hits(_imports(path), FORBIDDEN_IN_PURE) == set()
 

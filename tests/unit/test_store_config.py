@@ -53,14 +53,26 @@ def test_examples_are_valid(name: str) -> None:
     ("text", "message"),
     [
         ("[experiment\n", "not valid TOML"),
-        ('[experiment]\nname = "x"\nbudget = 0\n[space]\nkind = "nb201"\n[strategy]\n'
-         'name = "random"\n[task]\ntrainer = "zero"\n', "experiment.budget"),
-        ('[experiment]\nname = "x"\nbudget = 1\n[space]\nkind = "nb201"\n[strategy]\n'
-         'name = "evolution"\n[task]\ntrainer = "zero"\n', "unknown strategy"),
-        ('[experiment]\nname = "x"\nbudget = 1\n[space]\nkind = "cnn"\n[strategy]\n'
-         'name = "random"\n[task]\ntrainer = "zero"\n', "input_shape"),
-        ('[experiment]\nname = "x"\nbudget = 1\nbudgte = 2\n[space]\nkind = "nb201"\n'
-         '[strategy]\nname = "random"\n[task]\ntrainer = "zero"\n', "budgte"),
+        (
+            '[experiment]\nname = "x"\nbudget = 0\n[space]\nkind = "nb201"\n[strategy]\n'
+            'name = "random"\n[task]\ntrainer = "zero"\n',
+            "experiment.budget",
+        ),
+        (
+            '[experiment]\nname = "x"\nbudget = 1\n[space]\nkind = "nb201"\n[strategy]\n'
+            'name = "evolution"\n[task]\ntrainer = "zero"\n',
+            "unknown strategy",
+        ),
+        (
+            '[experiment]\nname = "x"\nbudget = 1\n[space]\nkind = "cnn"\n[strategy]\n'
+            'name = "random"\n[task]\ntrainer = "zero"\n',
+            "input_shape",
+        ),
+        (
+            '[experiment]\nname = "x"\nbudget = 1\nbudgte = 2\n[space]\nkind = "nb201"\n'
+            '[strategy]\nname = "random"\n[task]\ntrainer = "zero"\n',
+            "budgte",
+        ),
     ],
 )
 def test_experiment_errors_name_the_file_and_the_key(
@@ -80,8 +92,10 @@ def test_missing_experiment_file(tmp_path: Path) -> None:
 
 def test_daemon_settings_resolve_paths_relative_to_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nasd.toml"
-    path.write_text('[daemon]\nbroker = "mqtts://u:p%40ss@host"\ndb = "state/n.db"\n'
-                    'experiments = ["exp.toml"]\n')
+    path.write_text(
+        '[daemon]\nbroker = "mqtts://u:p%40ss@host"\ndb = "state/n.db"\n'
+        'experiments = ["exp.toml"]\n'
+    )
     settings = load_daemon_settings(path)
     assert settings.db == str(tmp_path / "state" / "n.db")
     assert settings.experiments == (str(tmp_path / "exp.toml"),)
