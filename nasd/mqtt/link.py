@@ -1,4 +1,4 @@
-"""The aiomqtt adapter: broker URLs, a reconnecting link with birth and last will, publishing.
+"""A reconnecting MQTT connection with birth, last will and publishing, over aiomqtt.
 
 Everything network-shaped from paho/aiomqtt stops here. :class:`Link` keeps one connection alive
 (reconnecting with back-off), re-runs ``on_connect`` after every (re)connection so the owner can
@@ -7,12 +7,12 @@ message on :attr:`Link.inbox`. Correctness never depends on the broker keeping s
 ``on_connect`` re-sends what matters.
 
 A link also checks its socket once a second for a connection the peer has closed or reset
-(:func:`peer_gone`), and then lets paho read that end itself. The event loop should have said so
-at once, but uvloop does not: when the kernel flags an error on a watched socket (a broker that
-exits with our last bytes unread resets the connection), libuv stops watching it and uvloop
-reports nothing to the reader, so paho would learn of the loss only from its keep-alive, up to
-twice ``keepalive`` seconds later. Measured before the check: one process in about every three
-broker restarts took 10 s to notice; with it, all notice within about a second.
+(:func:`nasd.mqtt.sockets.peer_gone`), and then lets paho read that end itself. The event loop
+should have said so at once, but uvloop does not: when the kernel flags an error on a watched
+socket (a broker that exits with our last bytes unread resets the connection), libuv stops
+watching it and uvloop reports nothing to the reader, so paho would learn of the loss only from
+its keep-alive, up to twice ``keepalive`` seconds later. Measured before the check: one process
+in about every three broker restarts took 10 s to notice; with it, all notice within a second.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import structlog
 
-from nasd.errors import ConfigError
+from nasd.mqtt.sockets import peer_gone
+from nasd.mqtt.url import BrokerUrl
+
+__all__ = ["MAX_INFLIGHT", "SOCKET_CHECK_S", "Link", "Publication"]
 
 log = structlog.get_logger("nasd.mqtt")
 
@@ -43,65 +44,6 @@ SOCKET_CHECK_S = 1.0
 
 _CLIENT_LOG = logging.getLogger("nasd.mqtt.client")
 _CLIENT_LOG.setLevel(logging.ERROR)  # paho's chatter; errors reach us as exceptions anyway
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerUrl:
-    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://`` (TLS, system CA store)."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerUrl:
-        """Parse a broker URL; a malformed one is a ConfigError saying what is wrong."""
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ConfigError(
-                f"broker URL {url!r}: scheme must be mqtt:// or mqtts:// "
-                "(e.g. mqtt://127.0.0.1:1883)"
-            )
-        if not parts.hostname:
-            raise ConfigError(f"broker URL {url!r}: no host")
-        tls = parts.scheme in ("mqtts", "ssl")
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise ConfigError(f"broker URL {url!r}: port must be a number 1-65535") from None
-        return cls(
-            host=parts.hostname,
-            port=port,
-            tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def __str__(self) -> str:
-        """The URL without the password (safe to log)."""
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-def peer_gone(sock: Any) -> bool:
-    """True when the peer has closed or reset this TCP connection (EOF or an error pending).
-
-    Looks without consuming: a one-byte ``MSG_PEEK`` on a duplicate of the descriptor, so TLS
-    sockets (which refuse flags) are checked the same way and nothing paho reads is disturbed.
-    """
-    try:
-        probe = socket.socket(fileno=os.dup(sock.fileno()))
-    except OSError:
-        return True  # the descriptor is already gone
-    with probe:  # closes the duplicate only
-        try:
-            return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (BlockingIOError, InterruptedError):
-            return False  # open, nothing waiting
-        except OSError:
-            return True  # reset, timed out, unreachable
 
 
 @dataclass(frozen=True, slots=True)
