@@ -7,7 +7,6 @@ exit with status 2; nothing here prints a traceback for them.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -225,6 +224,7 @@ def _cmd_lifecycle(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from nasd import report
     from nasd.store import queries
 
     if args.broker is not None and args.db is None:
@@ -237,30 +237,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
             conn.close()
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
-        return 0
-    print("EXPERIMENT            STATUS     DONE/BUDGET  RUNNING  PENDING  FAILED  BEST")
-    for e in data["experiments"]:
-        best = (
-            f"{e['best']['metric']}={e['best']['value']:.4f} (trial {e['best']['trial_id']})"
-            if e["best"]
-            else "-"
-        )
-        print(
-            f"{e['name']:<21} {e['status']:<10} {e['done']:>5}/{e['budget']:<6} "
-            f"{e['running']:>7}  {e['pending']:>7}  {e['failed']:>6}  {best}"
-        )
-    print()
-    print("AGENT                 ONLINE  BUSY  SLOTS  DEVICE        CURRENT JOBS")
-    for a in data["agents"]:
-        print(
-            f"{a['name']:<21} {'yes' if a['online'] else 'no':<7} "
-            f"{'yes' if a['busy'] else 'no':<5} {a['slots']:>5}  {a['device'] or '-'!s:<13} "
-            f"{', '.join(a['jobs']) or '-'}"
-        )
+    else:
+        print(report.status_table(data))
     return 0
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
+    from nasd import report
     from nasd.store import queries
 
     conn = _reader(args)
@@ -274,17 +257,13 @@ def _cmd_best(args: argparse.Namespace) -> int:
         raise ConfigError(f"experiment {args.name!r} has no finished evaluation yet")
     if args.json:
         print(json.dumps(best, indent=2, sort_keys=True))
-        return 0
-    print(f"{args.name}: trial {best['trial_id']}, {best['metric']} = {best['value']:.4f}")
-    print(f"genotype: {json.dumps(best['genotype'], sort_keys=True)}")
-    for key, value in sorted(best["metrics"].items()):
-        print(f"  {key}: {value:g}")
-    if best["checkpoint"]:
-        print(f"checkpoint: {best['checkpoint']} (on agent {best['agent']})")
+    else:
+        print(report.best_summary(args.name, best))
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from nasd import report
     from nasd.store import queries
 
     conn = _reader(args)
@@ -296,14 +275,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         conn.close()
     out = args.output.open("w", newline="") if args.output else sys.stdout
     try:
-        if args.format == "jsonl":
-            for row in rows:
-                out.write(json.dumps(row, sort_keys=True) + "\n")
-        else:
-            metric_names = sorted({k for r in rows for k in r} - set(queries.EXPORT_COLUMNS))
-            writer = csv.DictWriter(out, fieldnames=[*queries.EXPORT_COLUMNS, *metric_names])
-            writer.writeheader()
-            writer.writerows(rows)
+        report.write_export(rows, out, args.format)
     finally:
         if args.output:
             out.close()

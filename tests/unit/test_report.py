@@ -1,0 +1,108 @@
+"""nasd.report: the layouts `nasd status|best|export` print, checked without a process."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from nasd.report import best_summary, status_table, write_export
+from nasd.store.queries import EXPORT_COLUMNS
+
+
+def test_status_table_lists_experiments_then_agents() -> None:
+    data = {
+        "experiments": [
+            {
+                "name": "exp",
+                "status": "running",
+                "done": 3,
+                "budget": 10,
+                "running": 2,
+                "pending": 5,
+                "failed": 1,
+                "best": {"metric": "val_acc", "value": 0.91234, "trial_id": 7},
+            },
+            {
+                "name": "new",
+                "status": "pending",
+                "done": 0,
+                "budget": 5,
+                "running": 0,
+                "pending": 0,
+                "failed": 0,
+                "best": None,
+            },
+        ],
+        "agents": [
+            {
+                "name": "gpu-0",
+                "online": True,
+                "busy": True,
+                "slots": 2,
+                "device": "cuda:0",
+                "jobs": ["exp:1", "exp:2"],
+            },
+            {
+                "name": "cpu-0",
+                "online": False,
+                "busy": False,
+                "slots": 1,
+                "device": None,
+                "jobs": [],
+            },
+        ],
+    }
+    lines = status_table(data).splitlines()
+    assert lines[0].startswith("EXPERIMENT")
+    assert lines[1].split() == [
+        "exp",
+        "running",
+        "3/10",
+        "2",
+        "5",
+        "1",
+        "val_acc=0.9123",
+        "(trial",
+        "7)",
+    ]
+    assert lines[2].split()[-1] == "-"
+    assert lines[3] == ""
+    assert lines[4].startswith("AGENT")
+    assert lines[5].split() == ["gpu-0", "yes", "yes", "2", "cuda:0", "exp:1,", "exp:2"]
+    assert lines[6].split() == ["cpu-0", "no", "no", "1", "-", "-"]
+
+
+def test_best_summary_has_metric_genotype_metrics_and_checkpoint() -> None:
+    best = {
+        "trial_id": 4,
+        "metric": "val_acc",
+        "value": 0.5,
+        "genotype": {"b": 1, "a": [2]},
+        "metrics": {"val_acc": 0.5, "params": 1200.0},
+        "checkpoint": "ck/4.safetensors",
+        "agent": "gpu-0",
+    }
+    text = best_summary("exp", best)
+    assert text.splitlines() == [
+        "exp: trial 4, val_acc = 0.5000",
+        'genotype: {"a": [2], "b": 1}',
+        "  params: 1200",
+        "  val_acc: 0.5",
+        "checkpoint: ck/4.safetensors (on agent gpu-0)",
+    ]
+    assert "checkpoint" not in best_summary("exp", {**best, "checkpoint": None})
+
+
+def test_export_writes_jsonl_and_csv_with_metric_columns_after_the_fixed_ones() -> None:
+    base = dict.fromkeys(EXPORT_COLUMNS, "x")
+    rows = [{**base, "val_acc": 0.9}, {**base, "test_acc": 0.8, "val_acc": 0.7}]
+    out = io.StringIO()
+    write_export(rows, out, "jsonl")
+    assert [json.loads(line) for line in out.getvalue().splitlines()] == rows
+    out = io.StringIO()
+    write_export(rows, out, "csv")
+    parsed = list(csv.DictReader(io.StringIO(out.getvalue())))
+    header = out.getvalue().splitlines()[0].split(",")
+    assert header == [*EXPORT_COLUMNS, "test_acc", "val_acc"]
+    assert parsed[0]["test_acc"] == "" and parsed[1]["test_acc"] == "0.8"
