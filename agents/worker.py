@@ -11,16 +11,16 @@ spool. Assignments are deduplicated by job id, so re-sent assignments are harmle
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from agents.jobs import JobContext, RunningJob
 from agents.spool import Spool
 from agents.trainers._base import TrainFn, TrainingStopped, TrainRequest, TrainResult
 from nasd.errors import WireError
@@ -49,38 +49,6 @@ class AgentOptions:
     slots: int = 1
     checkpoint_dir: Path | None = None
     heartbeat_s: float = 2.0
-
-
-@dataclass(slots=True)
-class RunningJob:
-    """A job being trained: its lease epoch, progress so far, and its stop switch."""
-
-    job_id: str
-    epoch: int
-    started_at: float
-    stop: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False
-    step: int = 0
-    total: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-class _Context:
-    """The TrainContext lent to a trainer thread; forwards progress to the event loop."""
-
-    def __init__(self, job: RunningJob, loop: asyncio.AbstractEventLoop) -> None:
-        self._job = job
-        self._loop = loop
-
-    def progress(self, step: int, total: int | None, metrics: Mapping[str, float]) -> None:
-        def update() -> None:
-            self._job.step, self._job.total = step, total
-            self._job.metrics = {k: float(v) for k, v in metrics.items()}
-
-        self._loop.call_soon_threadsafe(update)
-
-    def should_stop(self) -> bool:
-        return self._job.stop.is_set()
 
 
 class Agent:
@@ -237,7 +205,7 @@ class Agent:
         status, error, result = "ok", None, TrainResult({})
         try:
             trainer = self._trainer(str(body["task"]["trainer"]))
-            context = _Context(job, loop)
+            context = JobContext(job, loop)
             result = await loop.run_in_executor(self._executor, trainer, request, context)
         except TrainingStopped:
             status = "released"
