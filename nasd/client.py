@@ -11,6 +11,7 @@ import aiomqtt
 
 from nasd.errors import BrokerUnavailable, NasdError, WireError
 from nasd.mqtt import BrokerUrl
+from nasd.mqtt.link import PAHO_LOG
 from nasd.wire import (
     control_request_topic,
     control_response_topic,
@@ -32,13 +33,11 @@ async def request(
     correlation_id = uuid.uuid4().hex
     try:
         async with aiomqtt.Client(
-            broker.host,
-            broker.port,
-            username=broker.username,
-            password=broker.password,
+            **broker.client_options(),
             identifier=client_id,
             clean_session=True,
             timeout=timeout,
+            logger=PAHO_LOG,
         ) as client:
             await client.subscribe(daemon_state_topic(), qos=1)
             await client.subscribe(control_response_topic(client_id), qos=1)

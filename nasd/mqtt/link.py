@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +41,9 @@ MAX_INFLIGHT = 1000
 SOCKET_CHECK_S = 1.0
 """How often a link looks for a peer that closed or reset the connection unnoticed."""
 
-_CLIENT_LOG = logging.getLogger("nasd.mqtt.client")
-_CLIENT_LOG.setLevel(logging.ERROR)  # paho's chatter; errors reach us as exceptions anyway
+PAHO_LOG = logging.getLogger("nasd.mqtt.client")
+"""The logger handed to paho: its chatter is muted, errors reach us as exceptions anyway."""
+PAHO_LOG.setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,21 +95,17 @@ class Link:
                 self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain
             )
         client = aiomqtt.Client(
-            self.url.host,
-            self.url.port,
-            username=self.url.username,
-            password=self.url.password,
+            **self.url.client_options(),
             identifier=self.client_id,
             clean_session=self.clean_session,
             will=will,
             keepalive=self.keepalive,
-            tls_context=ssl.create_default_context() if self.url.tls else None,
             max_inflight_messages=MAX_INFLIGHT,
             timeout=30,
             # paho leaves Nagle on; with delayed ACKs every small QoS-1 exchange then waits
             # ~40 ms. Latency, not bandwidth, bounds a credit-based work loop.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-            logger=_CLIENT_LOG,
+            logger=PAHO_LOG,
         )
         client.pending_calls_threshold = 1 << 30  # many in-flight publishes are normal here
         return client

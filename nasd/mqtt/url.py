@@ -6,7 +6,9 @@ do not import paho.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from nasd.errors import ConfigError
@@ -47,6 +49,20 @@ class BrokerUrl:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
+
+    def client_options(self) -> dict[str, Any]:
+        """aiomqtt.Client keyword arguments for this broker: address, credentials, TLS.
+
+        ``mqtts://`` verifies the broker's certificate against the system CA store, which
+        honours ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` (how a private CA is configured).
+        """
+        return {
+            "hostname": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "tls_context": ssl.create_default_context() if self.tls else None,
+        }
 
     def __str__(self) -> str:
         """The URL without the password (safe to log)."""
