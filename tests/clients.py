@@ -25,39 +25,31 @@ CONNECT_TIMEOUT_S = 30.0
 CONNECT_ATTEMPTS = 2
 
 
-async def _connect(host: str, port: int, identifier: str | None, **kwargs: Any) -> aiomqtt.Client:
-    """A connected client; retried once (with a warning) when the CONNACK does not come."""
-    kwargs.setdefault("timeout", CONNECT_TIMEOUT_S)
-    for attempt in range(1, CONNECT_ATTEMPTS + 1):
-        client = aiomqtt.Client(host, port, identifier=identifier, **kwargs)
-        try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            if attempt == CONNECT_ATTEMPTS:
-                raise
-            warnings.warn(
-                f"MQTT connect of {identifier!r} to {host}:{port} failed ({exc}); retrying",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            # The half-open connection must not linger. paho's own close unregisters the socket
-            # from the event loop first (through aiomqtt's callback), then closes it.
-            client._client._sock_close()
-            continue
-        return client
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 @contextlib.asynccontextmanager
 async def mqtt_client(
     host: str, port: int, identifier: str | None = None, **kwargs: Any
 ) -> AsyncIterator[aiomqtt.Client]:
-    """``async with mqtt_client(host, port, "id", will=...) as client:`` (kwargs as aiomqtt's)."""
-    client = await _connect(host, port, identifier, **kwargs)
-    try:
+    """``async with mqtt_client(host, port, "id", will=...) as client:`` (kwargs as aiomqtt's).
+
+    The connect is retried once, with a warning, when the CONNACK does not come.
+    """
+    kwargs.setdefault("timeout", CONNECT_TIMEOUT_S)
+    async with contextlib.AsyncExitStack() as stack:
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            client = aiomqtt.Client(host, port, identifier=identifier, **kwargs)
+            try:
+                await stack.enter_async_context(client)
+            except aiomqtt.MqttError as exc:
+                if attempt == CONNECT_ATTEMPTS:
+                    raise
+                warnings.warn(
+                    f"MQTT connect of {identifier!r} to {host}:{port} failed ({exc}); retrying",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                # The half-open connection must not linger. paho's own close unregisters the
+                # socket from the event loop first (through aiomqtt's callback), then closes it.
+                client._client._sock_close()
+                continue
+            break
         yield client
-    except BaseException as exc:
-        await client.__aexit__(type(exc), exc, exc.__traceback__)
-        raise
-    else:
-        await client.__aexit__(None, None, None)

@@ -1,7 +1,7 @@
 """Broker URLs: ``mqtt://[user:pass@]host[:port]`` and ``mqtts://``, parsed once with clear errors.
 
-Kept apart from the link so that commands which only name a broker (``nasd status --broker``)
-do not import paho.
+One place turns a URL into a client's address, credentials and TLS settings, for the link and
+the CLI's control client alike.
 """
 
 from __future__ import annotations
