@@ -28,8 +28,7 @@ import structlog
 import nasd
 from nasd.config import ExperimentConfig
 from nasd.engine import Engine, Inbound, Outbound, rebuild
-from nasd.engine import control as control_commands
-from nasd.errors import ConfigError, WireError
+from nasd.errors import CommandError, ConfigError, WireError
 from nasd.mqtt import BrokerUrl, Link, Publication
 from nasd.store import Writer
 from nasd.systemd import Notifier
@@ -128,8 +127,8 @@ class Daemon:
     @staticmethod
     def _submit(engine: Engine, config: ExperimentConfig, conn: sqlite3.Connection) -> None:
         try:
-            control_commands.submit(engine, conn, config.to_dict(), time.time())
-        except control_commands.CommandError as exc:
+            engine.submit(conn, config, time.time())
+        except CommandError as exc:
             raise ConfigError(f"{exc} (or start over with --fresh, or use another --db)") from None
 
     async def _serve(self, writer: Writer, engine: Engine) -> None:
@@ -181,10 +180,8 @@ class Daemon:
             self.notifier.ready(f"serving, database {self.options.db}")
 
     @staticmethod
-    def _snapshot_all(engine: Engine, conn: object) -> None:
-        now = time.time()
-        for exp in engine.experiments.values():
-            exp.maybe_snapshot(conn, now, force=True)  # type: ignore[arg-type]
+    def _snapshot_all(engine: Engine, conn: sqlite3.Connection) -> None:
+        engine.snapshot_all(conn, time.time())
 
     async def _process(self, writer: Writer, engine: Engine, link: Link) -> None:
         inbox = link.inbox
@@ -205,8 +202,8 @@ class Daemon:
                 link.publish_nowait([to_publication(m) for m in outbound])
 
     @staticmethod
-    def _apply(engine: Engine, inputs: list[Inbound], conn: object) -> list[Outbound]:
-        return engine.apply(conn, inputs, time.time())  # type: ignore[arg-type]
+    def _apply(engine: Engine, inputs: list[Inbound], conn: sqlite3.Connection) -> list[Outbound]:
+        return engine.apply(conn, inputs, time.time())
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval

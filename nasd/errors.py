@@ -7,6 +7,7 @@
     ├── InvalidGenotype        a genotype does not belong to its search space
     ├── WireError              bytes or a topic from the network were refused (logged and dropped)
     ├── StoreError             the database is not in the state nasd needs (wrong pragmas, schema)
+    ├── CommandError           a control request (submit, pause, ...) cannot be carried out
     └── BrokerUnavailable      the MQTT broker could not be reached
 
 Anything else that escapes is a bug: it takes the daemon down so that systemd restarts it.
@@ -33,6 +34,10 @@ class WireError(NasdError):
 
 class StoreError(NasdError):
     """The SQLite store is not in the state nasd requires."""
+
+
+class CommandError(NasdError):
+    """A control request cannot be carried out; its message goes back to the client."""
 
 
 class BrokerUnavailable(NasdError):

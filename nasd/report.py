@@ -18,7 +18,9 @@ __all__ = ["best_summary", "status_table", "write_export"]
 
 def status_table(data: Mapping[str, Any]) -> str:
     """The experiments table, a blank line, then the agents table."""
-    lines = ["EXPERIMENT            STATUS     DONE/BUDGET  RUNNING  PENDING  FAILED  BEST"]
+    lines = [
+        "EXPERIMENT            STATUS     DONE/BUDGET  RUNNING  PENDING  FAILED  CANCELLED  BEST"
+    ]
     for e in data["experiments"]:
         best = (
             f"{e['best']['metric']}={e['best']['value']:.4f} (trial {e['best']['trial_id']})"
@@ -27,14 +29,18 @@ def status_table(data: Mapping[str, Any]) -> str:
         )
         lines.append(
             f"{e['name']:<21} {e['status']:<10} {e['done']:>5}/{e['budget']:<6} "
-            f"{e['running']:>7}  {e['pending']:>7}  {e['failed']:>6}  {best}"
+            f"{e['running']:>7}  {e['pending']:>7}  {e['failed']:>6}  "
+            f"{e.get('cancelled', 0):>9}  {best}"
         )
     lines += ["", "AGENT                 ONLINE  BUSY  SLOTS  DEVICE        CURRENT JOBS"]
     for a in data["agents"]:
+        jobs = ", ".join(a["jobs"]) or "-"
+        if a.get("draining"):
+            jobs += "  (draining: refused or handed back work; gets none until it sends ready)"
         lines.append(
             f"{a['name']:<21} {'yes' if a['online'] else 'no':<7} "
             f"{'yes' if a['busy'] else 'no':<5} {a['slots']:>5}  {a['device'] or '-'!s:<13} "
-            f"{', '.join(a['jobs']) or '-'}"
+            f"{jobs}"
         )
     return "\n".join(lines)
 

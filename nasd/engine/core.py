@@ -21,20 +21,16 @@ from typing import Any
 
 import structlog
 
-from nasd.engine import control, work
-from nasd.engine.experiment import ExperimentRuntime
-from nasd.engine.records import (
-    AgentRecord,
-    ExperimentStatus,
-    LeaseStatus,
-    LiveTrial,
-    Outbound,
-    TrialStatus,
-)
+from nasd.config import ExperimentConfig
+from nasd.engine import control
+from nasd.engine.ledger import Ledger
+from nasd.engine.lifecycle import Experiments
+from nasd.engine.outbox import Outbox, assign_message
+from nasd.engine.records import EventKind, LeaseStatus, LiveTrial, Outbound, TrialStatus
+from nasd.engine.work import Planner
 from nasd.events import TrialFailed, TrialSucceeded
-from nasd.scheduler import LeaseClock
 from nasd.store import repo
-from nasd.wire import AgentLeaf, agent_topic, experiment_events_topic
+from nasd.wire import MessageType
 
 log = structlog.get_logger("nasd.engine")
 
@@ -49,16 +45,18 @@ class Inbound:
 
 
 class Engine:
-    """All live state of the daemon; see the module docstring for the rules it enforces."""
+    """All live state of the daemon; see the module docstring for the rules it enforces.
+
+    State has one owner per piece: :attr:`ledger` (trials, queue, agents, leases),
+    :attr:`experiments` (runtimes and their lifecycle), the planner (rotation) and the outbox.
+    The engine wires them together and implements the agent-facing protocol.
+    """
 
     def __init__(self) -> None:
-        self.experiments: dict[str, ExperimentRuntime] = {}
-        self.trials: dict[str, LiveTrial] = {}
-        self.pending: dict[str, None] = {}
-        self.agents: dict[str, AgentRecord] = {}
-        self.lease_clock = LeaseClock()
-        self._out: list[Outbound] = []
-        self.rotation = 0
+        self.ledger = Ledger()
+        self._outbox = Outbox()
+        self.experiments = Experiments(self.ledger, self._outbox)
+        self._planner = Planner(self.experiments, self.ledger, self._outbox)
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -66,51 +64,52 @@ class Engine:
         self, conn: sqlite3.Connection, inputs: Sequence[Inbound], now: float
     ) -> list[Outbound]:
         """Handle ``inputs`` in order, then expire leases, propose and assign work."""
-
-        self._out = []
         for message in inputs:
-            if message.type == "trial.result":
-                self._on_result(conn, message.agent or "", message.body, now)
-            elif message.type == "trial.progress":
-                self._on_progress(message.agent or "", message.body, now)
-            elif message.type == "agent.ready":
-                self._on_ready(conn, message.agent or "", message.body, now)
-            elif message.type == "agent.state":
-                self._on_agent_state(conn, message.agent or "", message.body, now)
-            elif message.type == "control.request":
-                control.handle(self, conn, message.body, now)
+            agent = message.agent or ""
+            match message.type:
+                case MessageType.TRIAL_RESULT:
+                    self._on_result(conn, agent, message.body, now)
+                case MessageType.TRIAL_PROGRESS:
+                    self._on_progress(agent, message.body, now)
+                case MessageType.AGENT_READY:
+                    self._on_ready(conn, agent, message.body, now)
+                case MessageType.AGENT_STATE:
+                    self._on_agent_state(conn, agent, message.body, now)
+                case MessageType.CONTROL_REQUEST:
+                    self._outbox.reply(
+                        str(message.body["client"]), control.handle(self, conn, message.body, now)
+                    )
+                case _:
+                    raise ValueError(f"the engine does not take {message.type} messages")
         self._expire_leases(conn, now)
-        work.propose(self, conn, now)
-        work.assign(self, conn, now)
-        self._finish_experiments(conn, now)
-        out, self._out = self._out, []
-        return out
+        self._planner.propose(conn, now)
+        self._planner.assign(conn, now)
+        self.experiments.finish_complete(conn, now)
+        return self._outbox.drain()
+
+    def submit(
+        self, conn: sqlite3.Connection, config: ExperimentConfig, now: float
+    ) -> dict[str, Any]:
+        """Create (or extend, see :meth:`Experiments.submit`) an experiment."""
+        return self.experiments.submit(conn, config, now)
 
     def assignments_to_resend(self) -> list[Outbound]:
         """``trial.assign`` for every active lease: published again after (re)connecting."""
         return [
-            work.assign_message(self, trial)
-            for trial in self.trials.values()
-            if trial.status is TrialStatus.RUNNING and trial.agent is not None
+            assign_message(trial, self.experiments[trial.experiment].config)
+            for trial in self.ledger.running()
         ]
 
-    def emit(self, message: Outbound) -> None:
-        """Queue a message for publication after the current transaction commits."""
-        self._out.append(message)
+    def snapshot_all(self, conn: sqlite3.Connection, now: float) -> None:
+        """Save every strategy's state (graceful shutdown)."""
+        self.experiments.snapshot_all(conn, now)
 
     # -- agents ---------------------------------------------------------------------------------
-
-    def agent(self, name: str) -> AgentRecord:
-        """The record of agent ``name`` (created, offline, on first mention)."""
-        record = self.agents.get(name)
-        if record is None:
-            record = self.agents[name] = AgentRecord(name)
-        return record
 
     def _on_agent_state(
         self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
     ) -> None:
-        record = self.agent(name)
+        record = self.ledger.agent(name)
         if body["state"] == "online":
             profile = dict(body["profile"])
             record.online = True
@@ -123,9 +122,10 @@ class Engine:
             return
         was_online = record.online
         record.online = False
+        record.draining = False
         repo.upsert_agent(conn, name, None, None, False, now)
         for job_id in sorted(record.leases):
-            trial = self.trials.get(job_id)
+            trial = self.ledger.get(job_id)
             if trial is not None and trial.status is TrialStatus.RUNNING:
                 self._lease_lost(conn, trial, LeaseStatus.EXPIRED, "agent went offline", now)
         if was_online:
@@ -134,34 +134,42 @@ class Engine:
     def _on_ready(
         self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
     ) -> None:
-        record = self.agent(name)
+        record = self.ledger.agent(name)
         slots = int(body["slots"])
-        record.draining = False
-        if not record.online or record.slots != slots:
+        if not record.online or record.slots != slots or record.draining:
             record.online = True
             record.slots = slots
+            record.draining = False
             repo.upsert_agent(conn, name, None, slots, True, now)
+
+    def _drain(self, conn: sqlite3.Connection, name: str) -> None:
+        """``name`` handed work back: give it none until it announces ``ready`` again."""
+        record = self.ledger.agent(name)
+        if not record.draining:
+            record.draining = True
+            repo.set_agent_draining(conn, name, True)
+            log.info("agent.draining", agent=name)
 
     # -- trials ---------------------------------------------------------------------------------
 
     def _on_progress(self, name: str, body: Mapping[str, Any], now: float) -> None:
-        trial = self.trials.get(str(body["job_id"]))
+        trial = self.ledger.get(str(body["job_id"]))
         epoch = int(body["epoch"])
         if trial is None or trial.assignments.get(epoch) != name:
             return
         ttl = self.experiments[trial.experiment].config.lease_ttl_s
-        self.lease_clock.renew(trial.job_id, epoch, now + ttl)
+        self.ledger.renew(trial.job_id, epoch, now + ttl)
 
     def _on_result(
         self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
     ) -> None:
         job_id = str(body["job_id"])
         epoch = int(body["epoch"])
-        trial = self.trials.get(job_id)
+        trial = self.ledger.get(job_id)
         if trial is None:
             # Finished (a duplicate) or unknown (e.g. from before a --fresh start): ack either way
             # so the agent's spool drains; nothing is stored.
-            known = conn.execute("SELECT 1 FROM trials WHERE job_id = ?", (job_id,)).fetchone()
+            known = repo.trial_exists(conn, job_id)
             log.info(
                 "result.duplicate" if known else "result.unknown_job", job_id=job_id, agent=name
             )
@@ -179,15 +187,16 @@ class Engine:
         status = body["status"]
         if status == "ok":
             self._succeed(conn, trial, name, epoch, body, now)
-        elif trial.status is TrialStatus.RUNNING and trial.epoch == epoch:
-            if status == "failed":
-                error = str(body.get("error") or "training failed")
-                self._lease_lost(conn, trial, LeaseStatus.FAILED, error, now)
-            else:
-                self.agent(name).draining = True
+        elif status == "released":
+            # Handed back (the agent is stopping, or refused the job): never an attempt.
+            self._drain(conn, name)
+            if trial.status is TrialStatus.RUNNING and trial.epoch == epoch:
                 self._lease_lost(
                     conn, trial, LeaseStatus.RELEASED, "handed back", now, count_attempt=False
                 )
+        elif trial.status is TrialStatus.RUNNING and trial.epoch == epoch:
+            error = str(body.get("error") or "training failed")
+            self._lease_lost(conn, trial, LeaseStatus.FAILED, error, now)
         self._ack(name, job_id, epoch)
 
     def _succeed(
@@ -217,12 +226,9 @@ class Engine:
         repo.end_lease(conn, trial.job_id, epoch, LeaseStatus.DONE, now)
         if trial.status is TrialStatus.RUNNING and trial.epoch != epoch and trial.agent:
             repo.end_lease(conn, trial.job_id, trial.epoch, LeaseStatus.SUPERSEDED, now)
-            self.send_cancel(trial.agent, trial.job_id, trial.epoch)
-        self.release_agent(trial)
-        self.pending.pop(trial.job_id, None)
-        del self.trials[trial.job_id]
-        exp.finished += 1
-        exp.waiting = False
+            self._outbox.cancel(trial.agent, trial.job_id, trial.epoch)
+        self.ledger.retire(trial)
+        is_best = exp.note_success(trial.trial_id, metrics)
         exp.feed(conn, TrialSucceeded(trial.trial_id, trial.genotype, metrics), now)
         log.info(
             "trial.finished",
@@ -231,9 +237,9 @@ class Engine:
             agent=name,
             **{exp.metric: metrics.get(exp.metric)},
         )
-        kinds = ["finished", "best"] if exp.note_success(trial.trial_id, metrics) else ["finished"]
-        for kind in kinds:
-            self._event(exp.name, kind, trial.trial_id, metrics, trial.genotype)
+        self._outbox.event(exp.name, EventKind.FINISHED, trial.trial_id, metrics, trial.genotype)
+        if is_best:
+            self._outbox.event(exp.name, EventKind.BEST, trial.trial_id, metrics, trial.genotype)
 
     def _lease_lost(
         self,
@@ -248,88 +254,26 @@ class Engine:
         """The current lease ended without a result: retry the trial or give up on it."""
         exp = self.experiments[trial.experiment]
         repo.end_lease(conn, trial.job_id, trial.epoch, how, now)
-        self.release_agent(trial)
         if count_attempt:
             trial.attempts += 1
         if trial.attempts < exp.config.max_attempts:
-            trial.status = TrialStatus.PENDING
-            self.pending[trial.job_id] = None
+            self.ledger.requeue(trial)
             repo.requeue_trial(conn, trial.job_id, trial.attempts, reason)
             log.info("trial.requeued", job_id=trial.job_id, reason=reason, attempts=trial.attempts)
             return
-        del self.trials[trial.job_id]
-        exp.failed += 1
-        exp.waiting = False
+        self.ledger.retire(trial)
+        exp.note_failure()
         repo.fail_trial(conn, trial.job_id, trial.attempts, reason, now)
         exp.feed(conn, TrialFailed(trial.trial_id, trial.genotype, reason), now)
         log.warning("trial.failed", job_id=trial.job_id, reason=reason, attempts=trial.attempts)
-        self._event(exp.name, "failed", trial.trial_id, {}, trial.genotype)
-
-    def release_agent(self, trial: LiveTrial) -> None:
-        if trial.agent is not None:
-            self.agent(trial.agent).leases.discard(trial.job_id)
-        self.lease_clock.stop(trial.job_id)
-        trial.agent = None
+        self._outbox.event(exp.name, EventKind.FAILED, trial.trial_id, {}, trial.genotype)
 
     def _expire_leases(self, conn: sqlite3.Connection, now: float) -> None:
-        for job_id, epoch in self.lease_clock.expired(now):
-            trial = self.trials.get(job_id)
-            if trial is None or trial.status is not TrialStatus.RUNNING or trial.epoch != epoch:
-                continue
+        for trial in self.ledger.expired(now):
             if trial.agent is not None:
-                self.send_cancel(trial.agent, job_id, epoch)
+                self._outbox.cancel(trial.agent, trial.job_id, trial.epoch)
             self._lease_lost(conn, trial, LeaseStatus.EXPIRED, "lease expired", now)
-
-    # -- experiments ----------------------------------------------------------------------------
-
-    def _finish_experiments(self, conn: sqlite3.Connection, now: float) -> None:
-        for exp in self.experiments.values():
-            if exp.status is ExperimentStatus.RUNNING and exp.complete:
-                exp.status = ExperimentStatus.DONE
-                repo.set_experiment_status(conn, exp.name, exp.status, now)
-                repo.append_event(conn, exp.name, "experiment_done", {}, now)
-                exp.maybe_snapshot(conn, now, force=True)
-                log.info(
-                    "experiment.done", experiment=exp.name, finished=exp.finished, failed=exp.failed
-                )
-                self._event(exp.name, "done", None, {}, None)
-            else:
-                exp.maybe_snapshot(conn, now)
-
-    # -- outbound helpers -----------------------------------------------------------------------
 
     def _ack(self, agent: str, job_id: str, epoch: int) -> None:
         if agent:
-            self.emit(
-                Outbound(
-                    agent_topic(agent, AgentLeaf.ACK),
-                    "trial.ack",
-                    {"job_id": job_id, "epoch": epoch},
-                )
-            )
-
-    def send_cancel(self, agent: str, job_id: str, epoch: int) -> None:
-        self.emit(
-            Outbound(
-                agent_topic(agent, AgentLeaf.CANCEL),
-                "trial.cancel",
-                {"job_id": job_id, "epoch": epoch},
-            )
-        )
-
-    def _event(
-        self,
-        experiment: str,
-        kind: str,
-        trial_id: int | None,
-        metrics: Mapping[str, float],
-        genotype: Mapping[str, Any] | None,
-    ) -> None:
-        body = {
-            "experiment": experiment,
-            "kind": kind,
-            "trial_id": trial_id,
-            "metrics": dict(metrics),
-            "genotype": dict(genotype) if genotype else None,
-        }
-        self.emit(Outbound(experiment_events_topic(experiment), "experiment.event", body, qos=0))
+            self._outbox.ack(agent, job_id, epoch)

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nasd.config import ExperimentConfig
 from nasd.engine.records import ExperimentStatus
 from nasd.events import StrategyEvent, event_kind, event_to_dict
+from nasd.objective import Best, BestSoFar, Objective
 from nasd.space import SearchSpace, build_space
 from nasd.store import repo
 from nasd.strategy import Candidate, Strategy, build_strategy
 
 SNAPSHOT_EVERY = 500
 """Strategy events between two snapshots; a snapshot bounds the replay work after a restart."""
-
-
-@dataclass(slots=True)
-class Best:
-    """The best successful trial so far, by the strategy's metric."""
-
-    trial_id: int
-    score: float
-    metrics: dict[str, float]
 
 
 @dataclass(slots=True)
@@ -37,17 +29,23 @@ class ExperimentRuntime:
     next_trial_id: int = 0
     finished: int = 0
     failed: int = 0
+    cancelled: int = 0
     waiting: bool = False
     last_seq: int = 0
     events_since_snapshot: int = 0
-    best: Best | None = None
+    best_so_far: BestSoFar = field(default_factory=lambda: BestSoFar(Objective()))
 
     @classmethod
     def create(cls, config: ExperimentConfig) -> ExperimentRuntime:
         """Build the space and a fresh strategy (seeded from the config)."""
         space = build_space(config.space)
         strategy = build_strategy(config.strategy_name, space, config.seed, config.strategy_params)
-        return cls(config=config, space=space, strategy=strategy)
+        return cls(
+            config=config,
+            space=space,
+            strategy=strategy,
+            best_so_far=BestSoFar(strategy.objective),
+        )
 
     @property
     def name(self) -> str:
@@ -66,10 +64,15 @@ class ExperimentRuntime:
 
     @property
     def complete(self) -> bool:
-        """True once every trial of the budget has finished or failed."""
+        """True once every trial of the budget has finished, failed or been cancelled."""
         return self.next_trial_id >= self.config.budget and (
-            self.finished + self.failed >= self.config.budget
+            self.finished + self.failed + self.cancelled >= self.config.budget
         )
+
+    @property
+    def best(self) -> Best | None:
+        """The best successful trial so far (by the strategy's objective)."""
+        return self.best_so_far.best
 
     def feed(
         self, conn: sqlite3.Connection, event: StrategyEvent, now: float
@@ -87,12 +90,15 @@ class ExperimentRuntime:
         self.last_seq = seq
 
     def note_success(self, trial_id: int, metrics: dict[str, float]) -> bool:
-        """Update the best-so-far; True if ``trial_id`` is the new best."""
-        score = self.strategy.score(metrics)
-        if self.best is None or score > self.best.score:
-            self.best = Best(trial_id, score, dict(metrics))
-            return True
-        return False
+        """Count a finished trial and update the best-so-far; True if it is the new best."""
+        self.finished += 1
+        self.waiting = False
+        return self.best_so_far.offer(trial_id, metrics)
+
+    def note_failure(self) -> None:
+        """Count a trial that failed for good."""
+        self.failed += 1
+        self.waiting = False
 
     def maybe_snapshot(self, conn: sqlite3.Connection, now: float, *, force: bool = False) -> None:
         """Save the strategy's state when enough events piled up since the last snapshot."""

@@ -10,12 +10,17 @@ from nasd.events import Genotype
 
 
 class TrialStatus(StrEnum):
-    """Lifecycle of a trial: pending -> running -> succeeded | failed (running may go back)."""
+    """Lifecycle of a trial: pending -> running -> succeeded | failed (running may go back).
+
+    ``cancelled``: its experiment was cancelled before it finished (not a failure: the strategy
+    is not told, and it does not count against the trial's attempts).
+    """
 
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class LeaseStatus(StrEnum):
@@ -36,6 +41,16 @@ class ExperimentStatus(StrEnum):
     PAUSED = "paused"
     DONE = "done"
     CANCELLED = "cancelled"
+
+
+class EventKind(StrEnum):
+    """What an ``experiment.event`` reports (``schemas/v1/experiment.event.json``)."""
+
+    PROPOSED = "proposed"
+    FINISHED = "finished"
+    FAILED = "failed"
+    BEST = "best"
+    DONE = "done"
 
 
 def job_id_of(experiment: str, trial_id: int) -> str:

@@ -4,7 +4,7 @@ The daemon owns the only writer connection (:class:`nasd.store.writer.Writer`); 
 dashboards open read-only connections (:func:`nasd.store.connection.open_reader`).
 """
 
-from nasd.store.connection import open_reader, open_writer
+from nasd.store.connection import open_memory, open_reader, open_writer
 from nasd.store.writer import Writer
 
-__all__ = ["Writer", "open_reader", "open_writer"]
+__all__ = ["Writer", "open_memory", "open_reader", "open_writer"]

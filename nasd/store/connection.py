@@ -51,6 +51,18 @@ def open_writer(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def open_memory() -> sqlite3.Connection:
+    """A migrated in-memory database in autocommit mode, for unit tests of the engine.
+
+    The same schema and store functions as a real file, without the file: nothing survives the
+    connection, so durability settings do not apply.
+    """
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrations.apply(Database(conn))
+    return conn
+
+
 def open_reader(path: str | Path) -> sqlite3.Connection:
     """A read-only connection for the CLI and dashboards; never blocks the writer (WAL)."""
     path = Path(path)

@@ -10,12 +10,9 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-_TRIAL_STATES = ("pending", "running", "succeeded", "failed")
+from nasd.objective import BestSoFar, Objective
 
-
-def _objective(config: dict[str, Any]) -> tuple[str, str]:
-    strategy = config.get("strategy", {})
-    return str(strategy.get("metric", "val_acc")), str(strategy.get("mode", "max"))
+_TRIAL_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 
 
 def experiment_names(conn: sqlite3.Connection) -> list[str]:
@@ -24,35 +21,38 @@ def experiment_names(conn: sqlite3.Connection) -> list[str]:
 
 
 def best_trial(conn: sqlite3.Connection, experiment: str) -> dict[str, Any] | None:
-    """The best finished trial by the experiment's metric (and mode), with genotype and metrics."""
+    """The best finished trial by the experiment's objective, with genotype and metrics.
+
+    Ranked by :class:`nasd.objective.BestSoFar` over results in arrival order: the same trial
+    the daemon announced as best.
+    """
     row = conn.execute("SELECT config FROM experiments WHERE name = ?", (experiment,)).fetchone()
     if row is None:
         return None
-    metric, mode = _objective(json.loads(row[0]))
-    best: dict[str, Any] | None = None
-    best_value = 0.0
+    objective = Objective.of_strategy(json.loads(row[0])["strategy"])
+    tracker = BestSoFar(objective)
+    details: dict[int, tuple[str, str | None, str | None]] = {}
     for trial_id, metrics_json, genotype, agent, checkpoint in conn.execute(
         "SELECT r.trial_id, r.metrics, t.genotype, r.agent, r.checkpoint FROM results r"
-        " JOIN trials t ON t.job_id = r.job_id WHERE r.experiment = ? ORDER BY r.trial_id",
+        " JOIN trials t ON t.job_id = r.job_id WHERE r.experiment = ? ORDER BY r.rowid",
         (experiment,),
     ):
-        metrics = json.loads(metrics_json)
-        if metric not in metrics:
-            continue
-        value = float(metrics[metric]) * (1.0 if mode == "max" else -1.0)
-        if best is None or value > best_value:
-            best_value = value
-            best = {
-                "experiment": experiment,
-                "trial_id": trial_id,
-                "metric": metric,
-                "value": metrics[metric],
-                "metrics": metrics,
-                "genotype": json.loads(genotype),
-                "agent": agent,
-                "checkpoint": checkpoint,
-            }
-    return best
+        if tracker.offer(trial_id, json.loads(metrics_json)):
+            details[trial_id] = (genotype, agent, checkpoint)
+    best = tracker.best
+    if best is None:
+        return None
+    genotype, agent, checkpoint = details[best.trial_id]
+    return {
+        "experiment": experiment,
+        "trial_id": best.trial_id,
+        "metric": objective.metric,
+        "value": best.metrics[objective.metric],
+        "metrics": best.metrics,
+        "genotype": json.loads(genotype),
+        "agent": agent,
+        "checkpoint": checkpoint,
+    }
 
 
 def experiment_summary(conn: sqlite3.Connection, experiment: str) -> dict[str, Any] | None:
@@ -80,6 +80,7 @@ def experiment_summary(conn: sqlite3.Connection, experiment: str) -> dict[str, A
         "running": counts["running"],
         "pending": counts["pending"],
         "failed": counts["failed"],
+        "cancelled": counts["cancelled"],
         "best": None if best is None else {k: best[k] for k in ("trial_id", "metric", "value")},
         "created_at": row[2],
         "finished_at": row[3],
@@ -92,8 +93,8 @@ def agent_summaries(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     for job_id, agent in conn.execute("SELECT job_id, agent FROM leases WHERE status = 'active'"):
         running.setdefault(agent, []).append(job_id)
     out = []
-    for name, profile_json, slots, online, last_seen in conn.execute(
-        "SELECT name, profile, slots, online, last_seen FROM agents ORDER BY name"
+    for name, profile_json, slots, online, draining, last_seen in conn.execute(
+        "SELECT name, profile, slots, online, draining, last_seen FROM agents ORDER BY name"
     ):
         profile = json.loads(profile_json)
         jobs = sorted(running.get(name, []))
@@ -102,6 +103,7 @@ def agent_summaries(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                 "name": name,
                 "online": bool(online),
                 "busy": bool(jobs),
+                "draining": bool(online and draining),
                 "slots": slots,
                 "jobs": jobs,
                 "device": profile.get("device"),

@@ -59,6 +59,16 @@ def append_event(
     return seq
 
 
+def set_experiment_config(conn: sqlite3.Connection, name: str, config_json: str) -> None:
+    """Replace an experiment's stored config (only its budget may change; the caller checks)."""
+    conn.execute("UPDATE experiments SET config = ? WHERE name = ?", (config_json, name))
+
+
+def trial_exists(conn: sqlite3.Connection, job_id: str) -> bool:
+    """True if ``job_id`` was ever proposed in this database."""
+    return conn.execute("SELECT 1 FROM trials WHERE job_id = ?", (job_id,)).fetchone() is not None
+
+
 def insert_trials(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert proposed trials: (job_id, experiment, trial_id, genotype, parent_id, morphisms,
     epochs, status, created_at)."""
@@ -135,6 +145,15 @@ def fail_trial(
     )
 
 
+def cancel_trial(conn: sqlite3.Connection, job_id: str, now: float) -> None:
+    """Mark an unfinished trial cancelled (its experiment was cancelled)."""
+    conn.execute(
+        "UPDATE trials SET status = 'cancelled', agent = NULL, error = 'cancelled',"
+        " finished_at = ? WHERE job_id = ?",
+        (now, job_id),
+    )
+
+
 def insert_result(
     conn: sqlite3.Connection,
     job_id: str,
@@ -183,15 +202,23 @@ def upsert_agent(
     online: bool,
     now: float,
 ) -> None:
-    """Create or update an agent row; ``None`` profile/slots keep the stored values."""
+    """Create or update an agent row; ``None`` profile/slots keep the stored values.
+
+    Every state change and ``ready`` clears ``draining``: the agent has said it takes work.
+    """
     profile_json = json.dumps(dict(profile), sort_keys=True) if profile is not None else None
     conn.execute(
         "INSERT INTO agents (name, profile, slots, online, first_seen, last_seen)"
         " VALUES (?, COALESCE(?, '{}'), COALESCE(?, 1), ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
         " profile = COALESCE(?, agents.profile), slots = COALESCE(?, agents.slots),"
-        " online = excluded.online, last_seen = excluded.last_seen",
+        " online = excluded.online, last_seen = excluded.last_seen, draining = 0",
         (name, profile_json, slots, int(online), now, now, profile_json, slots),
     )
+
+
+def set_agent_draining(conn: sqlite3.Connection, name: str, draining: bool) -> None:
+    """Record whether an agent refuses work until it announces ``ready`` again."""
+    conn.execute("UPDATE agents SET draining = ? WHERE name = ?", (int(draining), name))
 
 
 def save_snapshot(

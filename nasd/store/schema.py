@@ -7,12 +7,13 @@ Tables:
   ``trial_succeeded``, ``trial_failed``) plus lifecycle events, in the order they were fed;
   replaying it rebuilds each strategy.
 - ``trials``: projection, one row per proposed trial (``job_id`` = ``"<experiment>:<trial_id>"``):
-  genotype, status, attempts, current lease epoch and agent.
+  genotype, status (pending, running, succeeded, failed, cancelled), attempts, current lease
+  epoch and agent.
 - ``results``: one row per finished evaluation; ``job_id`` is the primary key, so a duplicate result
   can never be stored twice.
 - ``leases``: every assignment ever made, ``(job_id, epoch)``; the active ones are also the
   daemon's outbox: after a restart or reconnect their ``trial.assign`` is published again.
-- ``agents``: the last profile and liveness of every agent seen.
+- ``agents``: the last profile and liveness of every agent seen, and whether it is draining.
 - ``snapshots``: the latest strategy ``state_dict`` per experiment and the event ``seq`` it covers.
 """
 
@@ -119,3 +120,12 @@ def m001_initial(db: Database) -> None:
             at REAL NOT NULL
         )"""
     )
+
+
+@migrations()
+def m002_agent_draining(db: Database) -> None:
+    """Remember which agents refused or handed back work and wait to announce ``ready``.
+
+    ``nasd status`` shows it: an idle agent that gets no work is otherwise a mystery.
+    """
+    db.execute("ALTER TABLE agents ADD COLUMN draining INTEGER NOT NULL DEFAULT 0")

@@ -12,9 +12,10 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from nasd.events import Genotype, SlotsOpen, StrategyEvent, TrialFailed, TrialSucceeded
+from nasd.objective import Mode, Objective
 from nasd.space._base import SearchSpace
 
 
@@ -51,12 +52,9 @@ class Strategy(ABC):
         metric: str = "val_acc",
         mode: str = "max",
     ) -> None:
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
         self.space = space
         self.rng = rng
-        self.metric = metric
-        self.mode = mode
+        self.objective = Objective(metric, cast(Mode, mode))  # refuses a mode but max/min
 
     def react(self, event: StrategyEvent) -> Sequence[Candidate]:
         """Consume one event; return candidates (for ``SlotsOpen``: a prefix of its ids)."""
@@ -73,12 +71,19 @@ class Strategy(ABC):
     def observe(self, event: TrialSucceeded | TrialFailed) -> None:
         """Take a finished or permanently failed trial into account."""
 
+    @property
+    def metric(self) -> str:
+        """The metric this strategy optimises."""
+        return self.objective.metric
+
+    @property
+    def mode(self) -> str:
+        """``max`` or ``min``: which way the metric is better."""
+        return self.objective.mode
+
     def score(self, metrics: Mapping[str, float]) -> float:
-        """The value to maximise: the metric, negated when ``mode == "min"``; -inf if missing."""
-        value = metrics.get(self.metric)
-        if value is None:
-            return float("-inf")
-        return float(value) if self.mode == "max" else -float(value)
+        """The value to maximise (see :meth:`nasd.objective.Objective.score`)."""
+        return self.objective.score(metrics)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue from here, msgpack-able (RNG state included)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from nasd.events import TrialFailed, TrialSucceeded
+from nasd.objective import Best, BestSoFar
 from nasd.space._base import SearchSpace
 from nasd.strategy._base import Candidate, Strategy
 
@@ -30,13 +31,12 @@ class RandomSearch(Strategy):
         mode: str = "max",
     ) -> None:
         super().__init__(space, rng, metric=metric, mode=mode)
-        self._best_trial_id: int | None = None
-        self._best_score = float("-inf")
+        self._best = BestSoFar(self.objective)
 
     @property
     def best_trial_id(self) -> int | None:
         """The id of the successful trial with the highest score so far (the first on ties)."""
-        return self._best_trial_id
+        return None if self._best.best is None else self._best.best.trial_id
 
     def propose(self, trial_ids: Sequence[int]) -> Sequence[Candidate]:
         """One independent uniform sample per offered id, in order."""
@@ -44,17 +44,17 @@ class RandomSearch(Strategy):
 
     def observe(self, event: TrialSucceeded | TrialFailed) -> None:
         """Remember the best successful trial; failures change nothing."""
-        if not isinstance(event, TrialSucceeded):
-            return
-        score = self.score(event.metrics)
-        if self._best_trial_id is None or score > self._best_score:
-            self._best_trial_id = event.trial_id
-            self._best_score = score
+        if isinstance(event, TrialSucceeded):
+            self._best.offer(event.trial_id, event.metrics)
 
     def _state(self) -> dict[str, Any]:
-        return {"best_trial_id": self._best_trial_id, "best_score": self._best_score}
+        best = self._best.best
+        if best is None:
+            return {"best_trial_id": None, "best_score": float("-inf")}
+        return {"best_trial_id": best.trial_id, "best_score": best.score}
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
-        best = state["best_trial_id"]
-        self._best_trial_id = None if best is None else int(best)
-        self._best_score = float(state["best_score"])
+        trial_id = state["best_trial_id"]
+        self._best.best = (
+            None if trial_id is None else Best(int(trial_id), float(state["best_score"]))
+        )

@@ -2,96 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from nasd.engine import Engine, Inbound, Outbound, control, rebuild
-from nasd.store import Writer
-
-PROFILE = {
-    "host": "h",
-    "device": "cpu",
-    "device_name": "cpu",
-    "memory_bytes": 1,
-    "cpu_count": 1,
-    "gpu_count": 0,
-    "torch_version": "2",
-    "throughput": 1.0,
-    "slots": 2,
-    "nasd_version": "0",
-}
-
-
-def config(name: str = "exp", budget: int = 6, strategy: str = "random", **exp: Any) -> dict:
-    return {
-        "experiment": {"name": name, "budget": budget, "max_attempts": 2, "lease_ttl_s": 10, **exp},
-        "space": {"kind": "nb201"},
-        "strategy": {"name": strategy},
-        "task": {"trainer": "zero"},
-    }
-
-
-class Harness:
-    """Drives an engine through its writer, like the daemon does."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.writer = Writer(path)
-        self.engine: Engine = self.writer.run_sync(lambda c: rebuild(c, 0.0))
-        self.now = 1000.0
-
-    def apply(self, *inputs: Inbound, advance: float = 0.0) -> list[Outbound]:
-        self.now += advance
-        return self.writer.run_sync(lambda c: self.engine.apply(c, list(inputs), self.now))
-
-    def submit(self, data: dict) -> None:
-        self.writer.run_sync(lambda c: control.submit(self.engine, c, data, self.now))
-
-    def online(self, agent: str, slots: int = 2) -> list[Outbound]:
-        return self.apply(
-            Inbound(
-                "agent.state", agent, {"state": "online", "profile": {**PROFILE, "slots": slots}}
-            )
-        )
-
-    def query(self, sql: str, *args: Any) -> list[tuple]:
-        conn = sqlite3.connect(self.path)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-
-
-def result(job_id: str, epoch: int, status: str = "ok", val_acc: float = 0.5) -> dict:
-    return {
-        "job_id": job_id,
-        "epoch": epoch,
-        "status": status,
-        "metrics": {"val_acc": val_acc} if status == "ok" else {},
-        "error": None if status == "ok" else "boom",
-        "started_at": 1.0,
-        "finished_at": 2.0,
-        "checkpoint": None,
-    }
-
-
-def assigns(out: list[Outbound]) -> list[dict]:
-    return [m.body for m in out if m.type == "trial.assign"]
-
-
-def of_type(out: list[Outbound], kind: str) -> list[Outbound]:
-    return [m for m in out if m.type == kind]
-
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path / "nasd.db")
-    yield harness
-    harness.writer.close()
+from nasd.engine import Inbound, rebuild
+from nasd.errors import CommandError
+from tests.unit.engine_harness import Harness, assigns, config, of_type, result
 
 
 def test_work_is_assigned_up_to_the_agents_slots(h: Harness) -> None:
@@ -100,7 +17,7 @@ def test_work_is_assigned_up_to_the_agents_slots(h: Harness) -> None:
     jobs = assigns(out)
     assert [j["job_id"] for j in jobs] == ["exp:0", "exp:1", "exp:2"]
     assert all(m.topic == "nasd/v1/agents/a/assign" for m in of_type(out, "trial.assign"))
-    assert h.apply() == [] or not assigns(h.apply())
+    assert assigns(h.apply()) == []  # nothing more: every slot is leased
     assert h.query("SELECT COUNT(*) FROM leases WHERE status = 'active'") == [(3,)]
 
 
@@ -232,9 +149,10 @@ def test_rebuild_restores_strategy_counters_and_leases(h: Harness, tmp_path: Pat
         live.best,
     )
     engine = h.writer.run_sync(lambda c: rebuild(c, h.now))
-    assert set(engine.trials) == set(h.engine.trials)
+    live_ids = {t.job_id for t in h.engine.ledger.trials()}
+    assert {t.job_id for t in engine.ledger.trials()} == live_ids
     assert {j.body["job_id"] for j in engine.assignments_to_resend()} == {
-        t.job_id for t in h.engine.trials.values() if t.status == "running"
+        t.job_id for t in h.engine.ledger.running()
     }
 
 
@@ -306,8 +224,8 @@ def test_resubmitting_with_a_larger_budget_extends_a_finished_search(h: Harness)
     assert h.query("SELECT status FROM experiments") == [("running",)]
     rebuilt = h.writer.run_sync(lambda c: rebuild(c, h.now)).experiments["exp"]
     assert rebuilt.config.budget == 3
-    with pytest.raises(control.CommandError, match="cannot go down"):
-        h.writer.run_sync(lambda c: control.submit(h.engine, c, config(budget=1), h.now))
+    with pytest.raises(CommandError, match="cannot go down"):
+        h.submit(config(budget=1))
 
 
 def test_an_agent_that_hands_a_job_back_gets_no_work_until_it_is_ready_again(

@@ -21,6 +21,7 @@ def test_status_table_lists_experiments_then_agents() -> None:
                 "running": 2,
                 "pending": 5,
                 "failed": 1,
+                "cancelled": 2,
                 "best": {"metric": "val_acc", "value": 0.91234, "trial_id": 7},
             },
             {
@@ -31,6 +32,7 @@ def test_status_table_lists_experiments_then_agents() -> None:
                 "running": 0,
                 "pending": 0,
                 "failed": 0,
+                "cancelled": 0,
                 "best": None,
             },
         ],
@@ -51,6 +53,15 @@ def test_status_table_lists_experiments_then_agents() -> None:
                 "device": None,
                 "jobs": [],
             },
+            {
+                "name": "cpu-1",
+                "online": True,
+                "busy": False,
+                "draining": True,
+                "slots": 1,
+                "device": "cpu",
+                "jobs": [],
+            },
         ],
     }
     lines = status_table(data).splitlines()
@@ -62,6 +73,7 @@ def test_status_table_lists_experiments_then_agents() -> None:
         "2",
         "5",
         "1",
+        "2",
         "val_acc=0.9123",
         "(trial",
         "7)",
@@ -71,6 +83,8 @@ def test_status_table_lists_experiments_then_agents() -> None:
     assert lines[4].startswith("AGENT")
     assert lines[5].split() == ["gpu-0", "yes", "yes", "2", "cuda:0", "exp:1,", "exp:2"]
     assert lines[6].split() == ["cpu-0", "no", "no", "1", "-", "-"]
+    assert lines[7].split()[:6] == ["cpu-1", "yes", "no", "1", "cpu", "-"]
+    assert "(draining:" in lines[7]
 
 
 def test_best_summary_has_metric_genotype_metrics_and_checkpoint() -> None:

@@ -25,7 +25,7 @@ def test_writer_settings_are_asserted_and_migrations_are_idempotent(tmp_path: Pa
     assert {"experiments", "events", "trials", "results", "leases", "agents", "snapshots"} <= tables
     conn.close()
     again = open_writer(db)  # a second start applies nothing twice
-    assert again.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone() == (1,)
+    assert again.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone() == (2,)
     again.close()
 
 

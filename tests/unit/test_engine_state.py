@@ -1,0 +1,182 @@
+"""The engine's live state always equals what a rebuild reads back from the database.
+
+One owner per piece of state (``Ledger``, ``Experiments``) is what makes this hold; these tests
+check it after cancelling, in the scenario a user hit, and after any sequence of inputs
+(Hypothesis).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nasd.engine import Engine, Inbound, Outbound, rebuild
+from nasd.store import open_memory, queries
+from tests.unit.engine_harness import PROFILE, Harness, assigns, config, of_type, result, view
+
+
+def control(command: str, **args: Any) -> Inbound:
+    return Inbound(
+        "control.request",
+        None,
+        {"client": "cli", "correlation_id": "c", "command": command, "args": args},
+    )
+
+
+def test_a_cancelled_experiment_is_counted_as_cancelled_and_survives_a_rebuild(
+    h: Harness,
+) -> None:
+    h.submit(config(name="one", budget=6))
+    h.submit(config(name="two", budget=6))
+    out = h.online("a", slots=3)
+    held = [j for j in assigns(out) if j["experiment"] == "one"]
+    assert held
+    out = h.apply(control("cancel", experiment="one"))
+    assert of_type(out, "control.response")[0].body["ok"] is True
+    cancels = {(m.body["job_id"], m.body["epoch"]) for m in of_type(out, "trial.cancel")}
+    assert cancels == {(j["job_id"], j["epoch"]) for j in held}
+    one = h.engine.experiments["one"]
+    assert (one.status, one.failed, one.cancelled) == ("cancelled", 0, one.next_trial_id)
+    statuses = h.query("SELECT DISTINCT status FROM trials WHERE experiment = 'one'")
+    assert statuses == [("cancelled",)]
+    assert h.query("SELECT status FROM leases WHERE job_id LIKE 'one:%'") == [("released",)] * len(
+        held
+    )
+    summary = h.writer.run_sync(lambda c: queries.experiment_summary(c, "one"))
+    assert summary is not None
+    assert (summary["failed"], summary["cancelled"]) == (0, one.next_trial_id)
+    rebuilt = h.writer.run_sync(lambda c: rebuild(c, h.now))
+    assert view(rebuilt) == view(h.engine)
+    h.engine.ledger.check()
+
+
+def test_an_agent_that_refused_work_while_a_cancelled_job_ran_gets_work_after_ready(
+    h: Harness,
+) -> None:
+    """The user's report: cancel one experiment while a 1-slot agent trains its trial."""
+    h.submit(config(name="one", budget=4))
+    job = assigns(h.online("a", slots=1))[0]
+    other = "two" if job["experiment"] == "one" else "one"
+    h.submit(config(name=other, budget=4))
+    out = h.apply(control("cancel", experiment=job["experiment"]))
+    # The credit is free in the daemon's eyes; the agent still trains the cancelled job.
+    sent = assigns(out)
+    assert [j["experiment"] for j in sent] == [other]
+    out = h.apply(Inbound("trial.result", "a", result(sent[0]["job_id"], 1, status="released")))
+    assert assigns(out) == []
+    assert h.query("SELECT draining FROM agents WHERE name = 'a'") == [(1,)]
+    agents = h.writer.run_sync(queries.agent_summaries)
+    assert agents[0]["draining"] is True
+    # The cancelled job ends on the agent; it announces ready; the other experiment goes on.
+    out = h.apply(Inbound("agent.ready", "a", {"slots": 1, "running": []}))
+    assert [(j["job_id"], j["epoch"]) for j in assigns(out)] == [(sent[0]["job_id"], 2)]
+    assert h.query("SELECT draining FROM agents WHERE name = 'a'") == [(0,)]
+    assert view(h.writer.run_sync(lambda c: rebuild(c, h.now))) == view(h.engine)
+
+
+# -- any sequence of inputs ----------------------------------------------------------------------
+
+AGENTS = ("a", "b")
+EXPERIMENTS = ("one", "two")
+
+operations = st.one_of(
+    st.tuples(st.just("online"), st.sampled_from(AGENTS), st.integers(1, 3)),
+    st.tuples(st.just("offline"), st.sampled_from(AGENTS)),
+    st.tuples(st.just("ready"), st.sampled_from(AGENTS), st.integers(1, 3)),
+    st.tuples(
+        st.just("result"),
+        st.sampled_from(AGENTS),
+        st.integers(0, 50),
+        st.sampled_from(["ok", "ok", "failed", "released"]),
+        st.floats(0.0, 1.0),
+    ),
+    st.tuples(st.just("progress"), st.sampled_from(AGENTS), st.integers(0, 50)),
+    st.tuples(st.just("tick"), st.sampled_from([0.0, 3.0, 11.0])),
+    st.tuples(
+        st.just("submit"),
+        st.sampled_from(EXPERIMENTS),
+        st.integers(1, 6),
+        st.sampled_from(["random", "aging-evolution"]),
+    ),
+    st.tuples(st.sampled_from(["pause", "resume", "cancel"]), st.sampled_from(EXPERIMENTS)),
+    st.tuples(st.just("restart")),
+)
+
+
+class Driver:
+    """Feeds operations to an engine over an in-memory database, one transaction each."""
+
+    def __init__(self) -> None:
+        self.conn: sqlite3.Connection = open_memory()
+        self.now = 1000.0
+        self.engine: Engine = self.transaction(lambda: rebuild(self.conn, self.now))
+
+    def transaction(self, fn: Any) -> Any:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            value = fn()
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        return value
+
+    def apply(self, *inputs: Inbound) -> list[Outbound]:
+        return self.transaction(lambda: self.engine.apply(self.conn, list(inputs), self.now))
+
+    def lease(self, agent: str, pick: int) -> tuple[str, int] | None:
+        """A ``(job_id, epoch)`` ``agent`` holds or held (a stale one is a fine input too)."""
+        leases = sorted(
+            (t.job_id, epoch)
+            for t in self.engine.ledger.trials()
+            for epoch, holder in t.assignments.items()
+            if holder == agent
+        )
+        return leases[pick % len(leases)] if leases else None
+
+    def run(self, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind == "online":
+            profile = {**PROFILE, "slots": op[2]}
+            self.apply(Inbound("agent.state", op[1], {"state": "online", "profile": profile}))
+        elif kind == "offline":
+            self.apply(Inbound("agent.state", op[1], {"state": "offline"}))
+        elif kind == "ready":
+            self.apply(Inbound("agent.ready", op[1], {"slots": op[2], "running": []}))
+        elif kind in ("result", "progress"):
+            lease = self.lease(op[1], op[2])
+            if lease is None:
+                return
+            if kind == "result":
+                body = result(*lease, status=op[3], val_acc=op[4])
+                self.apply(Inbound("trial.result", op[1], body))
+            else:
+                beat = {"job_id": lease[0], "epoch": lease[1], "step": 1, "total": 2, "metrics": {}}
+                self.apply(Inbound("trial.progress", op[1], beat))
+        elif kind == "tick":
+            self.now += op[1]
+            self.apply()
+        elif kind == "submit":
+            data = config(name=op[1], budget=op[2], strategy=op[3])
+            self.apply(control("submit", config=data))
+        elif kind in ("pause", "resume", "cancel"):
+            self.apply(control(kind, experiment=op[1]))
+        elif kind == "restart":
+            self.engine = self.transaction(lambda: rebuild(self.conn, self.now))
+        else:
+            raise AssertionError(kind)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operations, min_size=10, max_size=40))
+def test_after_any_inputs_the_live_engine_equals_its_rebuild(ops: list[tuple[Any, ...]]) -> None:
+    driver = Driver()
+    for op in ops:
+        driver.run(op)
+        driver.engine.ledger.check()
+        rebuilt = driver.transaction(lambda: rebuild(driver.conn, driver.now))
+        rebuilt.ledger.check()
+        assert view(rebuilt) == view(driver.engine), op
