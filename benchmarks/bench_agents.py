@@ -29,46 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import nasd
-from agents.trainers._base import TrainContext, TrainFn, TrainRequest, TrainResult
+from agents.trainers._base import TrainFn
 from agents.worker import Agent, AgentOptions
 from nasd.mqtt import BrokerUrl
 
-_CONV_OPS = ("nor_conv_1x1", "nor_conv_3x3")
-
-
-def zero_cost_train(request: TrainRequest, context: TrainContext) -> TrainResult:
-    """A trainer that does no work: deterministic metrics derived from the genotype.
-
-    Used only when the real ``zero`` trainer (``agents.trainers.zero``) is not available. The
-    validation accuracy is the fraction of convolution edges, so the search still has a signal.
-    """
-    ops = request.genotype.get("ops", [])
-    convs = sum(1 for op in ops if op in _CONV_OPS)
-    val_acc = convs / len(ops) if ops else 0.0
-    metrics = {
-        "val_acc": val_acc,
-        "test_acc": val_acc,
-        "params": 0.0,
-        "flops": 0.0,
-        "train_seconds": 0.0,
-    }
-    return TrainResult(metrics)
-
 
 def resolve_trainer(name: str) -> tuple[TrainFn, str]:
-    """The trainer the agents run, and where it came from (for the log).
-
-    Prefers the project's real trainer of that name (``agents.trainers.<name>.train``); falls back
-    to :func:`zero_cost_train` for ``zero`` when that module does not exist yet.
-    """
+    """The trainer the agents run (``agents.trainers.<name>.train``) and its path, for the log."""
     module_name = f"agents.trainers.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if name != "zero" or exc.name != module_name:
-            raise
-        return zero_cost_train, "benchmarks.bench_agents.zero_cost_train (fallback)"
-    train: TrainFn = module.train
+    train: TrainFn = importlib.import_module(module_name).train
     return train, f"{module_name}.train"
 
 

@@ -116,3 +116,59 @@ def test_nasd_broker_serves_until_sigterm(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"127.0.0.1:{port}" in out and "Traceback" not in err
+
+
+def test_cancelling_one_experiment_never_strands_the_other_on_a_busy_agent(
+    mosquitto: object, tmp_path: Path
+) -> None:
+    """A user's report: cancel an experiment while a 1-slot agent trains its trial.
+
+    The daemon frees the credit as it sends ``trial.cancel`` and assigns the other experiment's
+    trial at once; the agent, still inside the cancelled job, refuses it and is marked draining.
+    When the cancelled job ends the agent must say ``ready``, or the other experiment waits
+    forever with an idle agent (the lease TTL is long here, so no expiry rescues it).
+    """
+    url = mosquitto.url  # type: ignore[attr-defined]
+    one = procs.write_experiment(
+        tmp_path / "one.toml", "one", 2, trainer=SLEEPY, options="seconds = 8\nsteps = 1"
+    )
+    two = procs.write_experiment(
+        tmp_path / "two.toml", "two", 3, trainer=SLEEPY, lease_ttl_s=600, options="seconds = 0.2"
+    )
+    settings = procs.write_settings(tmp_path, url, one)
+    db = tmp_path / "nasd.db"
+    logs = [tmp_path / "daemon.log", tmp_path / "worker.log"]
+    daemon = procs.start_daemon(settings, logs[0])
+    agent = procs.start_agent(url, "worker", tmp_path, slots=1)
+    try:
+        procs.wait_until(
+            lambda: (
+                procs.query(db, "SELECT job_id FROM leases WHERE status = 'active'") == [("one:0",)]
+            ),
+            60,
+            "one:0 to be training",
+            logs=logs,
+        )
+        assert procs.cli("submit", str(two), "--config", str(settings)).returncode == 0
+        cancelled = procs.cli("cancel", "one", "--config", str(settings))
+        assert cancelled.stdout.strip() == "one: cancelled", cancelled.stderr
+        procs.wait_until(
+            lambda: (
+                procs.query(db, "SELECT status FROM experiments WHERE name = 'two'") == [("done",)]
+            ),
+            60,
+            "experiment two to finish on the agent that refused its first trial",
+            logs=logs,
+        )
+        status = procs.cli("status", "--config", str(settings), "--json")
+        assert status.returncode == 0, status.stderr
+        by_name = {e["name"]: e for e in json.loads(status.stdout)["experiments"]}
+        assert (by_name["one"]["cancelled"], by_name["one"]["failed"]) == (1, 0)
+        assert by_name["two"]["done"] == 3
+        assert [a["draining"] for a in json.loads(status.stdout)["agents"]] == [False]
+    finally:
+        procs.stop(agent)
+        assert procs.stop(daemon) == 0
+    # The race really happened: the agent refused and the daemon drained it.
+    assert "assign.refused" in logs[1].read_text()
+    assert "agent.draining" in logs[0].read_text()

@@ -62,18 +62,18 @@ def test_daemon_killed_five_times_loses_and_duplicates_nothing(
     logs = [log, tmp_path / "agent-0.log", tmp_path / "agent-1.log"]
     daemon = procs.start_daemon(settings, log)
     rng = random.Random(7)
-    kills = 0
+    at_kill: list[int] = []  # results stored when each kill landed
     try:
-        for threshold in (6, 15, 24, 33, 42, 50):
+        for threshold in (6, 16, 26, 36, 46):
             procs.wait_until(
                 lambda t=threshold: procs.count_results(db, "restarts") >= t,
                 120,
-                f"{threshold} results before kill #{kills + 1}",
+                f"{threshold} results before kill #{len(at_kill) + 1}",
                 logs=logs,
             )
             time.sleep(rng.uniform(0.0, 0.5))  # land the kill anywhere in the work cycle
             procs.kill(daemon)
-            kills += 1
+            at_kill.append(procs.count_results(db, "restarts"))
             time.sleep(rng.uniform(0.0, 1.0))
             daemon = procs.start_daemon(settings, log)
         procs.wait_until(
@@ -87,7 +87,9 @@ def test_daemon_killed_five_times_loses_and_duplicates_nothing(
         for agent in agents:
             procs.stop(agent)
         procs.stop(daemon)
-    assert kills >= 5
+    # Five kills, each while work was still outstanding, and six daemon lives in the log.
+    assert len(at_kill) == 5 and all(n < budget for n in at_kill), at_kill
+    assert log.read_text().count("engine.rebuilt") == 6
     check_exact(db, "restarts", budget, [tmp_path / "spool" / f"agent-{i}" for i in range(2)])
     # The strategy kept its history across restarts: children have parents that exist.
     orphans = procs.query(

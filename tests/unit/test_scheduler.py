@@ -1,0 +1,85 @@
+"""The pure scheduling pieces: lease expiry (``LeaseClock``) and job-to-agent matching."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nasd.scheduler import AgentCapacity, LeaseClock, plan_assignments
+
+# -- LeaseClock -----------------------------------------------------------------------------------
+
+
+def test_a_lease_expires_at_its_time_and_only_once() -> None:
+    clock = LeaseClock()
+    clock.start("j", 1, 10.0)
+    assert "j" in clock and len(clock) == 1
+    assert clock.expired(9.99) == []
+    assert clock.expired(10.0) == [("j", 1)]
+    assert clock.expired(100.0) == []
+    assert "j" not in clock and len(clock) == 0
+
+
+def test_renewal_moves_expiry_later_and_only_for_the_current_epoch() -> None:
+    clock = LeaseClock()
+    clock.start("j", 2, 10.0)
+    assert clock.renew("j", 1, 50.0) is False  # an older epoch's heartbeat
+    assert clock.renew("j", 2, 20.0) is True
+    assert clock.renew("j", 2, 15.0) is True  # earlier than now: kept at 20
+    assert clock.expired(19.0) == []
+    assert clock.expired(20.0) == [("j", 2)]
+    assert clock.renew("j", 2, 30.0) is False  # expired leases are gone
+
+
+def test_a_new_epoch_replaces_the_old_timer_and_stop_forgets_it() -> None:
+    clock = LeaseClock()
+    clock.start("j", 1, 10.0)
+    clock.start("j", 2, 30.0)
+    assert clock.expired(20.0) == []  # epoch 1's timer is stale
+    assert clock.expired(30.0) == [("j", 2)]
+    clock.start("k", 1, 5.0)
+    clock.stop("k")
+    clock.stop("never-started")
+    assert clock.expired(99.0) == []
+
+
+def test_expired_leases_come_out_in_expiry_order() -> None:
+    clock = LeaseClock()
+    for job, at in (("c", 3.0), ("a", 1.0), ("b", 2.0)):
+        clock.start(job, 1, at)
+    assert clock.expired(5.0) == [("a", 1), ("b", 1), ("c", 1)]
+
+
+# -- plan_assignments ------------------------------------------------------------------------------
+
+
+def test_jobs_spread_over_the_agents_with_most_free_credits_fastest_first() -> None:
+    agents = [AgentCapacity("slow", 2, 1.0), AgentCapacity("fast", 2, 9.0)]
+    plan = plan_assignments(["j0", "j1", "j2", "j3", "j4"], agents)
+    assert plan == [("j0", "fast"), ("j1", "slow"), ("j2", "fast"), ("j3", "slow")]
+
+
+def test_ties_in_credits_and_speed_go_by_name_and_full_agents_get_nothing() -> None:
+    agents = [AgentCapacity("b", 1), AgentCapacity("a", 1), AgentCapacity("full", 0)]
+    assert plan_assignments(["j0", "j1", "j2"], agents) == [("j0", "a"), ("j1", "b")]
+    assert plan_assignments([], agents) == []
+    assert plan_assignments(["j0"], []) == []
+
+
+@given(
+    st.lists(st.text("abcdefgh", min_size=1, max_size=3), unique=True, max_size=30),
+    st.dictionaries(
+        st.text("xyz", min_size=1, max_size=2),
+        st.tuples(st.integers(0, 5), st.floats(0, 10)),
+        max_size=5,
+    ),
+)
+def test_no_agent_gets_more_than_its_credits_and_the_queue_order_is_kept(
+    jobs: list[str], agents: dict[str, tuple[int, float]]
+) -> None:
+    capacities = [AgentCapacity(name, free, speed) for name, (free, speed) in agents.items()]
+    plan = plan_assignments(jobs, capacities)
+    total = sum(free for free, _ in agents.values())
+    assert [job for job, _ in plan] == jobs[: min(len(jobs), total)]  # oldest first, no gaps
+    for name, (free, _) in agents.items():
+        assert sum(1 for _, agent in plan if agent == name) <= free
