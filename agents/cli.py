@@ -88,8 +88,9 @@ async def _run(args: argparse.Namespace) -> int:
     from agents.probe import parse_device, probe_hardware
     from agents.worker import Agent, AgentOptions
     from nasd.mqtt import BrokerUrl
-    from nasd.wire import check_agent_id
+    from nasd.wire import check_agent_id, preload
 
+    preload()  # a broken install (missing or invalid schema files) fails here, not on a message
     if not args.broker:
         raise ConfigError("no broker: pass --broker mqtt://HOST:1883 or set NASD_BROKER")
     broker = BrokerUrl.parse(args.broker)

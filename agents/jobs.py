@@ -26,6 +26,7 @@ class RunningJob:
     step: int = 0
     total: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None  # the agent's task training it, in its task group
 
 
 class JobContext:

@@ -6,18 +6,27 @@ it holds. Each ``trial.assign`` is trained in a worker thread while heartbeats (
 QoS 0) keep the lease alive. The result is spooled to disk *before* it is published and deleted
 only when the daemon's ``trial.ack`` arrives; every reconnect and every daemon restart re-sends the
 spool. Assignments are deduplicated by job id, so re-sent assignments are harmless.
+
+An assignment beyond the free slots is refused with a ``released`` result; that (like a job handed
+back) makes the daemon treat the agent as draining until its next ``ready``. So whenever a slot
+frees afterwards, whatever ended the job (finished, failed, cancelled, handed back), the agent
+publishes ``ready`` again, unless it is stopping.
+
+Training tasks run in the task group of :meth:`Agent.run`: a trainer's own exception fails only
+that attempt, but anything failing around it (the spool, say) stops the agent loudly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import aiomqtt
 import structlog
 
 from agents.jobs import JobContext, RunningJob
@@ -51,11 +60,58 @@ class AgentOptions:
     heartbeat_s: float = 2.0
 
 
+class AgentLink(Protocol):
+    """What an agent needs of its connection: :class:`nasd.mqtt.Link`, or a stand-in in tests."""
+
+    @property
+    def inbox(self) -> asyncio.Queue[aiomqtt.Message]:
+        """Every message received on the agent's subscriptions."""
+
+    @property
+    def connected(self) -> asyncio.Event:
+        """Set while connected to the broker."""
+
+    async def run(self) -> None:
+        """Stay connected (reconnecting) until cancelled."""
+
+    async def publish(self, message: Publication) -> bool:
+        """Publish once connected; False if that failed."""
+
+    async def publish_many(self, messages: Iterable[Publication]) -> None:
+        """Publish a batch."""
+
+    async def close(self, farewell: Iterable[Publication] = ()) -> None:
+        """Publish ``farewell`` and stop reconnecting."""
+
+
+class LinkFactory(Protocol):
+    """Builds an agent's link; :class:`nasd.mqtt.Link` itself is one."""
+
+    def __call__(
+        self,
+        url: BrokerUrl,
+        client_id: str,
+        *,
+        subscriptions: Sequence[tuple[str, int]],
+        will: Publication | None,
+        on_connect: Callable[[], Coroutine[Any, Any, None]] | None,
+    ) -> AgentLink:
+        """A link that is not connected yet."""
+
+
 class Agent:
-    """One agent (one device). Several may share a process (the benchmark does)."""
+    """One agent (one device). Several may share a process (the benchmark does).
+
+    ``load_trainer`` maps a task's trainer name to its function and ``link_factory`` builds the
+    connection; both default to the real thing and exist so that tests can substitute them.
+    """
 
     def __init__(
-        self, options: AgentOptions, load_trainer: Callable[[str], TrainFn] | None = None
+        self,
+        options: AgentOptions,
+        load_trainer: Callable[[str], TrainFn] | None = None,
+        *,
+        link_factory: LinkFactory = Link,
     ) -> None:
         if load_trainer is None:
             from agents.trainers import load_trainer as default_loader
@@ -64,15 +120,17 @@ class Agent:
         self.options = options
         self.spool = Spool(options.spool_dir)
         self._load_trainer = load_trainer
+        self._link_factory = link_factory
         self._trainers: dict[str, TrainFn] = {}
         self.running: dict[str, RunningJob] = {}
         self._executor = ThreadPoolExecutor(
             max_workers=options.slots, thread_name_prefix=f"train-{options.name}"
         )
         self._stopping = asyncio.Event()
-        self._drained = False  # a job was handed back: the daemon waits for a fresh `ready`
-        self.link: Link | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Work was refused or handed back: the daemon treats us as draining until a `ready`.
+        self._drained = False
+        self.link: AgentLink | None = None
+        self._group: asyncio.TaskGroup | None = None  # run()'s; training tasks join it
 
     def topic(self, leaf: AgentLeaf) -> str:
         """This agent's own topic for ``leaf``."""
@@ -83,10 +141,10 @@ class Agent:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Serve until :meth:`stop`."""
+        """Serve until :meth:`stop`; an unexpected error in any of its tasks ends it, raised."""
         state = self.topic(AgentLeaf.STATE)
         offline = Publication(state, encode("agent.state", {"state": "offline"}), 1, True)
-        link = self.link = Link(
+        link = self.link = self._link_factory(
             self.options.broker,
             f"nasd-agent-{self.options.name}",
             subscriptions=[
@@ -98,17 +156,22 @@ class Agent:
             will=offline,
             on_connect=self._on_connect,
         )
-        async with asyncio.TaskGroup() as group:
-            link_task = group.create_task(link.run(), name=f"{self.options.name}-link")
-            inbox_task = group.create_task(self._inbox(link), name=f"{self.options.name}-inbox")
-            beat_task = group.create_task(self._heartbeat(link), name=f"{self.options.name}-beat")
-            await self._stopping.wait()
-            inbox_task.cancel()
-            beat_task.cancel()
-            await self._hand_back(link)
-            await link.close([offline])
-            link_task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                name = self.options.name
+                link_task = group.create_task(link.run(), name=f"{name}-link")
+                inbox_task = group.create_task(self._inbox(link), name=f"{name}-inbox")
+                beat_task = group.create_task(self._heartbeat(link), name=f"{name}-beat")
+                await self._stopping.wait()
+                inbox_task.cancel()
+                beat_task.cancel()
+                await self._hand_back(link)
+                await link.close([offline])
+                link_task.cancel()
+        finally:
+            self._group = None
+            self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("agent.stopped", agent=self.options.name)
 
     async def _on_connect(self) -> None:
@@ -134,13 +197,15 @@ class Agent:
             await self.link.publish_many(resend)
 
     async def _ready(self) -> None:
+        """Tell the daemon our slots and jobs; this also ends a drain (see the module doc)."""
         assert self.link is not None
+        self._drained = False
         body = {"slots": self.options.slots, "running": sorted(self.running)}
         await self.link.publish(
             Publication(self.topic(AgentLeaf.READY), encode("agent.ready", body))
         )
 
-    async def _inbox(self, link: Link) -> None:
+    async def _inbox(self, link: AgentLink) -> None:
         while True:
             message = await link.inbox.get()
             topic = str(message.topic)
@@ -160,7 +225,7 @@ class Agent:
                 await self._announce()
 
     async def _on_assign(self, body: Mapping[str, Any]) -> None:
-        assert self.link is not None
+        assert self.link is not None and self._group is not None
         job_id, epoch = str(body["job_id"]), int(body["epoch"])
         job = self.running.get(job_id)
         if job is not None:
@@ -175,9 +240,7 @@ class Agent:
             await self._publish_result(job_id, epoch, "released", {}, None, time.time())
             return
         job = self.running[job_id] = RunningJob(job_id, epoch, time.time())
-        task = asyncio.get_running_loop().create_task(self._train(job, body), name=job_id)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        job.task = self._group.create_task(self._train(job, body), name=job_id)
 
     def _on_cancel(self, body: Mapping[str, Any]) -> None:
         job = self.running.get(str(body["job_id"]))
@@ -187,6 +250,7 @@ class Agent:
             log.info("job.cancelled", job_id=job.job_id)
 
     async def _train(self, job: RunningJob, body: Mapping[str, Any]) -> None:
+        """Train ``job`` off the loop and report it; only the trainer's own errors are caught."""
         loop = asyncio.get_running_loop()
         options = self.options
         request = TrainRequest(
@@ -214,13 +278,21 @@ class Agent:
             log.warning("job.failed", job_id=job.job_id, error=error)
         finally:
             self.running.pop(job.job_id, None)
-        if job.cancelled or (status == "released" and self._stopping.is_set()):
-            return
-        await self._publish_result(
-            job.job_id, job.epoch, status, result.metrics, error, job.started_at, result.checkpoint
-        )
-        if self._drained:  # the result itself frees the credit; `ready` only undoes a drain
-            self._drained = False
+        # A cancelled job's credit is already back with the daemon; one stopped by our shutdown
+        # was handed back by _hand_back.
+        if not job.cancelled and not (status == "released" and self._stopping.is_set()):
+            await self._publish_result(
+                job.job_id,
+                job.epoch,
+                status,
+                result.metrics,
+                error,
+                job.started_at,
+                result.checkpoint,
+            )
+        # A result frees its credit by itself; `ready` is only needed to end a drain.
+        if self._drained and not self._stopping.is_set():
+            log.info("agent.undrained", agent=options.name, freed_by=job.job_id)
             await self._ready()
 
     def _trainer(self, name: str) -> TrainFn:
@@ -268,7 +340,7 @@ class Agent:
         )
         await self.link.publish(Publication(self.topic(AgentLeaf.RESULT), payload))
 
-    async def _heartbeat(self, link: Link) -> None:
+    async def _heartbeat(self, link: AgentLink) -> None:
         while True:
             await asyncio.sleep(self.options.heartbeat_s)
             beats = []
@@ -288,8 +360,12 @@ class Agent:
             if beats and link.connected.is_set():
                 await link.publish_many(beats)
 
-    async def _hand_back(self, link: Link) -> None:
-        """On shutdown: stop trainers and tell the daemon their jobs are free again."""
+    async def _hand_back(self, link: AgentLink) -> None:
+        """On shutdown: stop trainers and tell the daemon their jobs are free again.
+
+        Their tasks are then cancelled so that the agent exits without waiting for each trainer
+        to notice its stop switch (its thread finishes on its own; its result is not wanted).
+        """
         jobs = list(self.running.values())
         for job in jobs:
             job.stop.set()
@@ -298,5 +374,8 @@ class Agent:
                 await self._publish_result(
                     job.job_id, job.epoch, "released", {}, None, job.started_at
                 )
+        for job in jobs:
+            if job.task is not None:
+                job.task.cancel()
         if jobs:
             log.info("agent.handed_back", jobs=[j.job_id for j in jobs])

@@ -137,8 +137,23 @@ class OpenAuthPlugin(BaseAuthPlugin):
         return True
 
 
+#: amqtt's private ``Broker`` coroutines that :class:`_NasdBroker` overrides, with the parameters
+#: each override receives. amqtt may rename them in any release, and an override of a name amqtt
+#: no longer calls is silently dead, so ``tests/unit/test_adapters.py`` checks every entry (and
+#: that no other private name of ``Broker`` is overridden) against the installed amqtt.
+AMQTT_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "_initialize_client_session": ("self", "reader", "writer", "remote_address", "remote_port"),
+    "_publish_retained_messages_for_subscription": ("self", "subscription", "session"),
+}
+
+
 class _NasdBroker(Broker):
-    """amqtt's broker plus keep-alive enforcement and per-client retained replay (module doc)."""
+    """amqtt's broker plus keep-alive enforcement and per-client retained replay (module doc).
+
+    Besides :data:`AMQTT_OVERRIDES`, it relies on amqtt's protocol handler calling its (empty)
+    ``handle_read_timeout()`` when a read outlasts the session's keep-alive, and on the private
+    ``_servers`` map for the bound port; the same test checks both.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -146,7 +161,7 @@ class _NasdBroker(Broker):
 
     def bound_port(self) -> int:
         """The TCP port the default listener actually bound (useful when it was asked for 0)."""
-        server = self._servers["default"].instance
+        server = self._servers["default"].instance  # amqtt has no public accessor for it
         sockets = getattr(server, "sockets", None)
         if not sockets:
             raise BrokerError("the broker has no listening socket")
@@ -182,7 +197,7 @@ class _NasdBroker(Broker):
         self, subscription: tuple[str, int], session: Session
     ) -> None:
         topic_filter = subscription[0]
-        subscribers = self._subscriptions.get(topic_filter, [])
+        subscribers = self.subscriptions.get(topic_filter, [])
         if any(sub.client_id == session.client_id for sub, _ in subscribers):
             await super()._publish_retained_messages_for_subscription(subscription, session)
 

@@ -11,9 +11,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nasd.errors import ConfigError, NasdError
+
+if TYPE_CHECKING:  # imported lazily at run time: `nasd --help` must not load the whole daemon
+    import sqlite3
+
+    from nasd.config import DaemonSettings
+    from nasd.mqtt import BrokerUrl
 
 EXIT_USAGE = 2
 
@@ -57,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("experiment", type=Path, help="experiment file")
     submit.add_argument("--broker", default=None, help="broker URL (default: from --config)")
     submit.add_argument("--config", type=Path, default=None, help="daemon settings (nasd.toml)")
-    submit.add_argument("--db", type=Path, default=None, help="accepted for symmetry; unused")
 
     for command, text in (
         ("pause", "stop proposing new trials"),
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _settings(path: Path | None) -> Any:
+def _settings(path: Path | None) -> DaemonSettings | None:
     from nasd.config import load_daemon_settings
 
     return load_daemon_settings(path) if path is not None else None
@@ -135,7 +140,7 @@ def _db_path(args: argparse.Namespace) -> Path:
     raise ConfigError("which database? pass --db PATH (or --config nasd.toml, or set NASD_DB)")
 
 
-def _broker(args: argparse.Namespace) -> Any:
+def _broker(args: argparse.Namespace) -> BrokerUrl:
     from nasd.mqtt import BrokerUrl
 
     url = args.broker or os.environ.get("NASD_BROKER")
@@ -147,17 +152,21 @@ def _broker(args: argparse.Namespace) -> Any:
     return BrokerUrl.parse(url)
 
 
-def _reader(args: argparse.Namespace) -> Any:
+def _reader(args: argparse.Namespace) -> sqlite3.Connection:
     from nasd.store import open_reader
 
     return open_reader(_db_path(args))
 
 
-def _control(args: argparse.Namespace, command: str, payload: dict[str, Any]) -> Any:
+def _control(args: argparse.Namespace, command: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send a control request to the running daemon; its result (a mapping for every command)."""
     from nasd.aio import run
-    from nasd.client import request
+    from nasd.client import DaemonError, request
 
-    return run(request(_broker(args), command, payload))
+    result = run(request(_broker(args), command, payload))
+    if not isinstance(result, dict):
+        raise DaemonError(f"the daemon answered {command} with {type(result).__name__}, not a map")
+    return result
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -192,11 +201,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from nasd.aio import run
-    from nasd.config import load_experiment
+    from nasd.config import load_daemon_settings, load_experiment
     from nasd.daemon import Daemon, DaemonOptions
     from nasd.mqtt import BrokerUrl
 
-    settings = _settings(args.config)
+    settings = load_daemon_settings(args.config)
     experiments = [load_experiment(path) for path in settings.experiments]
     options = DaemonOptions(
         broker=BrokerUrl.parse(args.broker or settings.broker),

@@ -42,6 +42,7 @@ from nasd.wire import (
     message_type_for_topic,
     parse_agent_topic,
     parse_control_request_topic,
+    preload,
 )
 
 log = structlog.get_logger("nasd.daemon")
@@ -115,6 +116,7 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+        preload()  # a broken install (missing or invalid schema files) fails here, not on a message
         writer = self.writer = await asyncio.to_thread(Writer, self.options.db)
         try:
             engine = self.engine = await writer.run(lambda conn: rebuild(conn, time.time()))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from nasd import report
 from nasd.config import ExperimentConfig
 from nasd.errors import StoreError
 from nasd.space import build_space
@@ -110,18 +111,8 @@ class ProgressView:
         if best is None:
             print("no finished evaluation yet", file=self.out)
             return
-        metrics = best["metrics"]
-        space = build_space(self.config.space)
         print(
-            f"best architecture (trial {best['trial_id']}): {space.describe(best['genotype'])}",
+            report.best_summary(self.config.name, best, build_space(self.config.space)),
             file=self.out,
         )
-        for key in ("val_acc", "test_acc"):
-            if key in metrics:
-                print(f"  {key}: {metrics[key]:.4f}", file=self.out)
-        params = metrics.get("params", space.cost(best["genotype"]).get("params"))
-        if params is not None:
-            print(f"  parameters: {int(params):,}", file=self.out)
-        if best.get("checkpoint"):
-            print(f"  checkpoint: {best['checkpoint']}", file=self.out)
         print(f"  database: {self.db}", file=self.out, flush=True)

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from nasd.space import SearchSpace
 from nasd.store.queries import EXPORT_COLUMNS
 
 __all__ = ["best_summary", "status_table", "write_export"]
@@ -45,16 +46,35 @@ def status_table(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def best_summary(experiment: str, best: Mapping[str, Any]) -> str:
-    """The best trial: its metric, genotype (canonical JSON), every metric and its checkpoint."""
+def best_summary(experiment: str, best: Mapping[str, Any], space: SearchSpace | None = None) -> str:
+    """The best trial: its metric, architecture, every metric and its checkpoint.
+
+    ``best`` is what :func:`nasd.store.queries.best_trial` returns. With the experiment's
+    ``space``, the architecture is also described in words and its parameter count filled in
+    when the trainer did not report one. ``nasd best`` and the end of ``nasd run`` both print this.
+    """
+    genotype = best["genotype"]
+    metrics = dict(best["metrics"])
     lines = [
-        f"{experiment}: trial {best['trial_id']}, {best['metric']} = {best['value']:.4f}",
-        f"genotype: {json.dumps(best['genotype'], sort_keys=True)}",
+        f"{experiment}: best is trial {best['trial_id']}, {best['metric']} = {best['value']:.4f}"
     ]
-    lines += [f"  {key}: {value:g}" for key, value in sorted(best["metrics"].items())]
-    if best["checkpoint"]:
+    if space is not None:
+        lines.append(f"architecture: {space.describe(genotype)}")
+        params = space.cost(genotype).get("params")
+        if "params" not in metrics and params is not None:
+            metrics["params"] = float(params)
+    lines.append(f"genotype: {json.dumps(genotype, sort_keys=True)}")
+    lines += [f"  {key}: {_number(value)}" for key, value in sorted(metrics.items())]
+    if best.get("checkpoint"):
         lines.append(f"checkpoint: {best['checkpoint']} (on agent {best['agent']})")
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    """Whole numbers with thousands separators (parameter counts), others to four places."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.4f}"
 
 
 def write_export(rows: Iterable[Mapping[str, Any]], out: TextIO, fmt: str) -> None:

@@ -102,8 +102,6 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcom
     daemon = Daemon(
         DaemonOptions(BrokerUrl.parse(broker.url), options.db, connect_timeout_s=15.0), [config]
     )
-    daemon_task = asyncio.create_task(daemon.run(install_signals=False), name="daemon")
-    agents: list[asyncio.subprocess.Process] = []
     view = ProgressView(config, options.db, out)
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -113,37 +111,61 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcom
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, interrupted.set)
     try:
-        await _wait_first(daemon.ready.wait(), daemon_task)
-        agents = [
-            await _spawn_agent(broker.url, i, options.agents, run_dir, options.benchmark_seconds)
-            for i in range(options.agents)
-        ]
-        view.start(broker.url, options.agents)
-        while not interrupted.is_set() and not daemon_task.done():
-            summary = view.refresh()
-            if summary is not None and summary["status"] in ("done", "cancelled"):
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(interrupted.wait(), timeout=0.5)
+        # The daemon runs in this group: if it fails, the group cancels the supervision below,
+        # whose cleanup still stops the agents, and then raises the daemon's error. If the
+        # supervision fails instead, the cleanup lets the daemon stop gracefully before the group
+        # would cancel it.
+        async with asyncio.TaskGroup() as group:
+            daemon_task = group.create_task(daemon.run(install_signals=False), name="daemon")
+            agents: list[asyncio.subprocess.Process] = []
+            try:
+                await _until_ready(group, daemon, daemon_task)
+                agents = [
+                    await _spawn_agent(
+                        broker.url, i, options.agents, run_dir, options.benchmark_seconds
+                    )
+                    for i in range(options.agents)
+                ]
+                view.start(broker.url, options.agents)
+                while not interrupted.is_set() and not daemon_task.done():
+                    summary = view.refresh()
+                    if summary is not None and summary["status"] in ("done", "cancelled"):
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(interrupted.wait(), timeout=0.5)
+            finally:
+                await _stop_agents(agents)
+                daemon.stop()
+                await asyncio.wait([daemon_task])
+    except BaseExceptionGroup as failed:
+        raise _sole_error(failed) from None
     finally:
-        await _stop_agents(agents)
-        daemon.stop()
-        with contextlib.suppress(Exception):
-            await daemon_task
         await broker.stop()
-    if daemon_task.done() and daemon_task.exception() is not None:
-        raise daemon_task.exception()  # type: ignore[misc]
     view.finish(interrupted.is_set())
     return RunOutcome(_best(options.db, config.name), interrupted.is_set())
 
 
-async def _wait_first(ready: Any, task: asyncio.Task[None]) -> None:
-    waiter = asyncio.ensure_future(ready)
-    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        waiter.cancel()
-        task.result()
+async def _until_ready(
+    group: asyncio.TaskGroup, daemon: Daemon, daemon_task: asyncio.Task[None]
+) -> None:
+    """Wait until the daemon serves; ConfigError if it ended before that without an error."""
+    ready = group.create_task(daemon.ready.wait(), name="daemon-ready")
+    await asyncio.wait([ready, daemon_task], return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        ready.cancel()
         raise ConfigError("the daemon stopped before it was ready")
+
+
+def _sole_error(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside ``failed`` (through nested groups), or ``failed`` itself if several.
+
+    Callers of :func:`run_local` handle nasd's own errors (a ConfigError from the daemon, say),
+    not the task groups they travelled through.
+    """
+    error: BaseException = failed
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 async def _stop_agents(agents: list[asyncio.subprocess.Process]) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import aiomqtt
 
+from nasd.mqtt.adapters import paho_client
+
 __all__ = ["CONNECT_ATTEMPTS", "CONNECT_TIMEOUT_S", "mqtt_client"]
 
 #: As long as nasd's Link waits for a CONNACK.
@@ -49,7 +51,7 @@ async def mqtt_client(
                 )
                 # The half-open connection must not linger. paho's own close unregisters the
                 # socket from the event loop first (through aiomqtt's callback), then closes it.
-                client._client._sock_close()
+                paho_client(client)._sock_close()
                 continue
             break
         yield client

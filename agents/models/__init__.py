@@ -17,6 +17,7 @@ from torch import nn
 from agents.models.cnn import build_cnn
 from nasd.errors import InvalidGenotype
 from nasd.space.hparams import HparamsSpace
+from nasd.values import is_int, is_number
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -40,15 +41,15 @@ def build_mlp(space_spec: Mapping[str, Any], genotype: Mapping[str, Any]) -> nn.
         raise ValueError("an hparams space needs 'input_shape' and 'num_classes' to build an MLP")
     layers, width = genotype.get("layers", 2), genotype.get("width", 128)
     activation, dropout = genotype.get("activation", "relu"), genotype.get("dropout", 0.0)
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+    if not is_int(layers) or layers < 0:
         raise InvalidGenotype(f"layers: expected an int >= 0, got {layers!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if not is_int(width) or width < 1:
         raise InvalidGenotype(f"width: expected an int >= 1, got {width!r}")
     if activation not in ACTIVATIONS:
         raise InvalidGenotype(
             f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}"
         )
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+    if not is_number(dropout) or not 0 <= dropout < 1:
         raise InvalidGenotype(f"dropout: expected a number in [0, 1), got {dropout!r}")
     modules: list[nn.Module] = [nn.Flatten()]
     features = math.prod(input_shape)

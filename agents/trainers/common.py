@@ -35,6 +35,7 @@ from torch.nn import functional
 
 from agents.trainers._base import TrainContext, TrainingStopped, TrainRequest, TrainResult
 from agents.trainers.datasets import Split
+from nasd.values import is_int, is_number
 
 __all__ = ["Hyper", "accuracy", "fit", "resolve_hyper", "save_checkpoint"]
 
@@ -73,12 +74,12 @@ def resolve_hyper(request: TrainRequest, defaults: Hyper) -> Hyper:
     for name in _INT_FIELDS:
         if name in values:
             value = values[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
     for name in _FLOAT_FIELDS:
         if name in values:
             value = values[name]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
             values[name] = float(value)
     for name, allowed in _STR_FIELDS.items():

@@ -28,6 +28,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
+from nasd.mqtt.adapters import paho_client
 from nasd.mqtt.sockets import peer_gone
 from nasd.mqtt.url import BrokerUrl
 
@@ -164,30 +165,35 @@ class Link:
     async def _serve_connection(self, client: aiomqtt.Client) -> None:
         """Pump messages while ``on_connect`` and the socket watch run beside it.
 
-        ``on_connect`` publishes (birth, re-sends); if the connection drops meanwhile, only the
-        pump notices at once (aiomqtt's publish waits for its timeout), so the pump decides: its
-        failure cancels the hook and the link reconnects immediately.
+        The three run in one task group scoped to this connection, which lasts as long as the
+        pump. ``on_connect`` publishes (birth, re-sends); if the connection drops meanwhile, only
+        the pump notices at once (aiomqtt's publish waits for its timeout), so the pump decides:
+        its failure cancels the hook and the watch, and the link reconnects immediately. Any other
+        failure (a bug in the hook, say) is not a lost connection: it ends :meth:`run`.
         """
         self._lost = asyncio.get_running_loop().create_future()
-        pump = asyncio.create_task(self._pump(client), name=f"{self.client_id}-pump")
-        watch = asyncio.create_task(self._watch_socket(client), name=f"{self.client_id}-watch")
-        hook = asyncio.create_task(
-            self.on_connect() if self.on_connect is not None else asyncio.sleep(0),
-            name=f"{self.client_id}-on-connect",
-        )
         try:
-            done, _ = await asyncio.wait({pump, hook}, return_when=asyncio.FIRST_COMPLETED)
-            if hook in done and hook.exception() is not None:
-                raise hook.exception()  # type: ignore[misc]
-            await pump
-        finally:
-            hook.cancel()
-            pump.cancel()
-            watch.cancel()
+            async with asyncio.TaskGroup() as group:
+                pump = group.create_task(self._pump(client), name=f"{self.client_id}-pump")
+                others = [
+                    group.create_task(self._watch_socket(client), name=f"{self.client_id}-watch")
+                ]
+                if self.on_connect is not None:
+                    others.append(
+                        group.create_task(self.on_connect(), name=f"{self.client_id}-on-connect")
+                    )
+                # A failing pump cancels this wait through the group; one that simply ends (the
+                # message stream closed) ends this connection all the same.
+                await asyncio.wait([pump])
+                for task in others:
+                    task.cancel()
+        except* aiomqtt.MqttError as lost:
+            # A lost connection is what run() reconnects on; it expects the MqttError itself.
+            raise lost.exceptions[0] from None
 
     async def _watch_socket(self, client: aiomqtt.Client) -> None:
         """Make paho read a connection end the event loop did not report (module doc)."""
-        paho = client._client  # aiomqtt does not expose the paho client
+        paho = paho_client(client)
         while True:
             await asyncio.sleep(SOCKET_CHECK_S)
             sock = paho.socket()
@@ -235,7 +241,7 @@ class Link:
         client = self._client
         if client is None or not self.connected.is_set():
             return False
-        paho = client._client  # aiomqtt has no fire-and-forget publish
+        paho = paho_client(client)  # aiomqtt has no fire-and-forget publish
         for message in messages:
             info = paho.publish(message.topic, message.payload, message.qos, message.retain)
             if info.rc != 0:

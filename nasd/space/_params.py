@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nasd.errors import ConfigError
+from nasd.values import is_int, is_number
 
 PARAM_TYPES = ("categorical", "int", "uniform", "loguniform")
 _PARAM_KEYS = {
@@ -28,14 +29,6 @@ _PARAM_KEYS = {
 }
 _SIGMA_FRACTION = 0.2  # gaussian mutation width, as a fraction of the (log-)range
 _RESAMPLE_PROBABILITY = 0.2  # int mutation: share of moves that resample instead of stepping
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -133,9 +126,9 @@ class Param:
                 return None
             return f"{_short(value)} is not one of {list(self.choices)!r}"
         if self.type == "int":
-            if not _is_int(value):
+            if not is_int(value):
                 return f"expected an int, got {_short(value)}"
-        elif not _is_number(value) or not math.isfinite(value):
+        elif not is_number(value) or not math.isfinite(value):
             return f"expected a finite number, got {_short(value)}"
         if not self.low <= value <= self.high:
             return f"{value!r} is outside [{self.low!r}, {self.high!r}]"
@@ -178,10 +171,10 @@ def parse_param(name: str, definition: Any) -> Param:
     low: Any = definition.get("low")
     high: Any = definition.get("high")
     if kind == "int":
-        if not (_is_int(low) and _is_int(high) and low <= high):
+        if not (is_int(low) and is_int(high) and low <= high):
             raise ConfigError(f"{where}: expected int low <= high, got low={low!r} high={high!r}")
         return Param(name, kind, low=low, high=high, condition=condition)
-    finite = _is_number(low) and _is_number(high) and math.isfinite(low) and math.isfinite(high)
+    finite = is_number(low) and is_number(high) and math.isfinite(low) and math.isfinite(high)
     if not finite or not low < high or (kind == "loguniform" and low <= 0):
         need = "0 < low < high" if kind == "loguniform" else "low < high"
         raise ConfigError(

@@ -29,16 +29,13 @@ from nasd.errors import ConfigError, InvalidGenotype
 from nasd.events import Genotype
 from nasd.space._base import SearchSpace
 from nasd.space.cnn_mutation import mutate_layers
+from nasd.values import is_int
 
 POOLS: tuple[str, ...] = ("none", "max", "avg")
 HEADS: tuple[str, ...] = ("flatten", "gap")
 LAYER_KEYS: frozenset[str] = frozenset({"kernel", "filters", "stride", "pool", "skips"})
 MAX_LAYERS_LIMIT = 64
 SKIP_PROBABILITY = 0.25
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value: Any) -> str:
@@ -114,22 +111,22 @@ class CnnSpace(SearchSpace):
         if (
             not isinstance(input_shape, Sequence)
             or len(input_shape) not in (2, 3)
-            or not all(_is_int(d) and d > 0 for d in input_shape)
+            or not all(is_int(d) and d > 0 for d in input_shape)
         ):
             raise ConfigError(
                 "space.input_shape: expected [channels, length] or [channels, height, width] "
                 f"of positive ints, got {_short(input_shape)}"
             )
-        if not _is_int(num_classes) or num_classes < 1:
+        if not is_int(num_classes) or num_classes < 1:
             raise ConfigError(f"space.num_classes: expected a positive int, got {num_classes!r}")
-        if not _is_int(min_layers) or min_layers < 1:
+        if not is_int(min_layers) or min_layers < 1:
             raise ConfigError(f"space.min_layers: expected an int >= 1, got {min_layers!r}")
-        if not _is_int(max_layers) or not min_layers <= max_layers <= MAX_LAYERS_LIMIT:
+        if not is_int(max_layers) or not min_layers <= max_layers <= MAX_LAYERS_LIMIT:
             raise ConfigError(
                 f"space.max_layers: expected an int in [min_layers={min_layers}, "
                 f"{MAX_LAYERS_LIMIT}], got {max_layers!r}"
             )
-        positive = lambda v: _is_int(v) and v > 0  # noqa: E731
+        positive = lambda v: is_int(v) and v > 0  # noqa: E731
         self.kernels = _choice_list(
             "kernels", kernels, "odd ints", lambda v: positive(v) and v % 2 == 1
         )
@@ -241,7 +238,7 @@ class CnnSpace(SearchSpace):
             )
         for key, choices in self._genes.items():
             value = layer[key]
-            typed = isinstance(value, str) if key == "pool" else _is_int(value)
+            typed = isinstance(value, str) if key == "pool" else is_int(value)
             if not typed or value not in choices:
                 raise InvalidGenotype(
                     f"{where}.{key}: {_short(value)} is not one of {list(choices)}"
@@ -250,7 +247,7 @@ class CnnSpace(SearchSpace):
         allowed = list(range(i - 1)) if self.skips else []
         if (
             not isinstance(skips, list)
-            or not all(_is_int(j) and j in allowed for j in skips)
+            or not all(is_int(j) and j in allowed for j in skips)
             or any(a >= b for a, b in itertools.pairwise(skips))
         ):
             raise InvalidGenotype(

@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 from nasd.errors import ConfigError, InvalidGenotype
 from nasd.events import Genotype
 from nasd.space._base import SearchSpace
-from nasd.space._params import PARAM_TYPES, Condition, Param, _is_int, _short, parse_param
+from nasd.space._params import PARAM_TYPES, Condition, Param, _short, parse_param
+from nasd.values import is_int
 
 __all__ = ["PARAM_TYPES", "Condition", "HparamsSpace", "Param", "parse_param"]
 
@@ -87,12 +88,12 @@ class HparamsSpace(SearchSpace):
         if input_shape is not None and (
             not isinstance(input_shape, Sequence)
             or not input_shape
-            or not all(_is_int(d) and d > 0 for d in input_shape)
+            or not all(is_int(d) and d > 0 for d in input_shape)
         ):
             raise ConfigError(
                 f"space.input_shape: expected a list of positive ints, got {_short(input_shape)}"
             )
-        if num_classes is not None and not (_is_int(num_classes) and num_classes >= 1):
+        if num_classes is not None and not (is_int(num_classes) and num_classes >= 1):
             raise ConfigError(f"space.num_classes: expected a positive int, got {num_classes!r}")
         self.params: dict[str, Param] = parsed
         # Parents before children, then spec order: the order in which values are decided.

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from nasd.errors import ConfigError, InvalidGenotype
 from nasd.events import Genotype
 from nasd.space._base import SearchSpace
+from nasd.values import is_int
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
@@ -136,7 +137,7 @@ class NB201Space(SearchSpace):
     SPEC_KEYS: ClassVar[frozenset[str]] = frozenset({"num_classes"})
 
     def __init__(self, *, num_classes: int = 10) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if not is_int(num_classes) or num_classes < 1:
             raise ConfigError(f"space.num_classes: expected a positive int, got {num_classes!r}")
         self.num_classes = num_classes
 

@@ -26,6 +26,7 @@ class Writer:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nasd-writer")
+        self._closed = False
         self._conn: sqlite3.Connection = self._executor.submit(open_writer, self.path).result()
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -57,6 +58,12 @@ class Writer:
             finally:
                 self._conn.close()
 
-        if not self._executor._shutdown:
+        # Marked before the work: a failing checkpoint still closes the connection, and a second
+        # call must not submit to an executor that is shut down.
+        if self._closed:
+            return
+        self._closed = True
+        try:
             self._executor.submit(_close).result()
+        finally:
             self._executor.shutdown(wait=True)

@@ -12,7 +12,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from nasd.events import Genotype, SlotsOpen, StrategyEvent, TrialFailed, TrialSucceeded
 from nasd.objective import Mode, Objective
@@ -50,11 +50,11 @@ class Strategy(ABC):
         rng: random.Random,
         *,
         metric: str = "val_acc",
-        mode: str = "max",
+        mode: Mode = "max",
     ) -> None:
         self.space = space
         self.rng = rng
-        self.objective = Objective(metric, cast(Mode, mode))  # refuses a mode but max/min
+        self.objective = Objective(metric, mode)  # refuses a mode but max/min (from configs)
 
     def react(self, event: StrategyEvent) -> Sequence[Candidate]:
         """Consume one event; return candidates (for ``SlotsOpen``: a prefix of its ids)."""
@@ -77,7 +77,7 @@ class Strategy(ABC):
         return self.objective.metric
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         """``max`` or ``min``: which way the metric is better."""
         return self.objective.mode
 

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nasd.events import Genotype, TrialFailed, TrialSucceeded
+from nasd.objective import Mode
 from nasd.space._base import SearchSpace
 from nasd.strategy._base import Candidate, Strategy
+from nasd.values import is_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,7 @@ class Member:
 
 def _check_int(name: str, value: object, low: int) -> int:
     """``value`` if it is an int (not a bool) >= ``low``; ValueError with a clear message if not."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     return value
 
@@ -60,7 +62,7 @@ class AgingEvolution(Strategy):
         population: int = 10,
         sample: int = 3,
         metric: str = "val_acc",
-        mode: str = "max",
+        mode: Mode = "max",
     ) -> None:
         super().__init__(space, rng, metric=metric, mode=mode)
         self.population_size = _check_int("population", population, 2)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from nasd.events import TrialFailed, TrialSucceeded
-from nasd.objective import Best, BestSoFar
+from nasd.objective import Best, BestSoFar, Mode
 from nasd.space._base import SearchSpace
 from nasd.strategy._base import Candidate, Strategy
 
@@ -28,7 +28,7 @@ class RandomSearch(Strategy):
         rng: random.Random,
         *,
         metric: str = "val_acc",
-        mode: str = "max",
+        mode: Mode = "max",
     ) -> None:
         super().__init__(space, rng, metric=metric, mode=mode)
         self._best = BestSoFar(self.objective)

@@ -1,7 +1,10 @@
 """The only door for bytes: msgpack envelopes, JSON Schema validation and MQTT topics (v1).
 
 Nothing else in nasd parses network payloads or builds topic strings. Everything refused here
-raises :class:`nasd.errors.WireError`, which callers log and drop.
+raises :class:`nasd.errors.WireError`, which callers log and drop. :mod:`~nasd.wire.codec` packs
+and unpacks envelopes, :mod:`~nasd.wire.schemas` checks message bodies with fastjsonschema (and
+experiment configs with jsonschema, for fuller messages to people), :mod:`~nasd.wire.messages`
+says which message type each topic carries, and :mod:`~nasd.wire.topics` builds and parses them.
 """
 
 from __future__ import annotations

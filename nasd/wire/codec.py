@@ -5,6 +5,13 @@ Every payload is a msgpack map ``{"v": 1, "type": str, "id": str, "sent_at": flo
 input as hostile: whatever the bytes, it returns a valid :class:`Envelope` or raises
 :class:`WireError` (which the caller logs and drops), never anything else. :func:`encode` applies
 the same checks before sending, so nasd never publishes what its peers would refuse.
+
+The checks come in two passes. One walk over the whole value refuses what JSON Schema cannot
+see: nesting deeper than :data:`MAX_DEPTH`, NaN and Infinity, bytes, non-string map keys,
+integers outside msgpack's range and foreign Python types (a ``StrEnum`` member or a tuple passes:
+they pack as a string and an array). Then the envelope fields are checked and the body goes to
+:func:`nasd.wire.schemas.validate` (fastjsonschema plus nasd's integer rule), which thus only
+ever sees wire values.
 """
 
 from __future__ import annotations

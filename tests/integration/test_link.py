@@ -18,6 +18,7 @@ from typing import TypeVar
 import pytest
 
 from nasd.mqtt import SOCKET_CHECK_S, BrokerUrl, Link, peer_gone
+from nasd.mqtt.adapters import paho_client
 from tests.brokers import MosquittoProcess
 
 T = TypeVar("T")
@@ -45,7 +46,7 @@ def test_link_notices_a_broker_gone_while_the_loop_is_blind(
         try:
             await asyncio.wait_for(link.connected.wait(), 20)
             assert link._client is not None
-            sock = link._client._client.socket()
+            sock = paho_client(link._client).socket()
             assert sock is not None
             asyncio.get_running_loop().remove_reader(sock.fileno())  # as uvloop does on POLLERR
             await asyncio.to_thread(mosquitto.kill)

@@ -53,7 +53,7 @@ def test_run_is_interrupted_then_resumed_without_repeating_work(tmp_path: Path) 
 
     second = _run(*args)
     assert second.returncode == 0, second.stderr
-    assert "best architecture" in second.stdout and "test_acc" in second.stdout
+    assert "architecture:" in second.stdout and "test_acc" in second.stdout
     assert "parameters" in second.stdout and str(db) in second.stdout
     rows = dict(procs.query(db, "SELECT trial_id, metrics FROM results"))
     assert len(rows) == 8 and sorted(rows) == list(range(8))

@@ -7,6 +7,7 @@ import io
 import json
 
 from nasd.report import best_summary, status_table, write_export
+from nasd.space import build_space
 from nasd.store.queries import EXPORT_COLUMNS
 
 
@@ -99,13 +100,31 @@ def test_best_summary_has_metric_genotype_metrics_and_checkpoint() -> None:
     }
     text = best_summary("exp", best)
     assert text.splitlines() == [
-        "exp: trial 4, val_acc = 0.5000",
+        "exp: best is trial 4, val_acc = 0.5000",
         'genotype: {"a": [2], "b": 1}',
-        "  params: 1200",
-        "  val_acc: 0.5",
+        "  params: 1,200",
+        "  val_acc: 0.5000",
         "checkpoint: ck/4.safetensors (on agent gpu-0)",
     ]
     assert "checkpoint" not in best_summary("exp", {**best, "checkpoint": None})
+
+
+def test_best_summary_with_the_space_describes_the_architecture_and_counts_parameters() -> None:
+    space = build_space({"kind": "nb201"})
+    genotype = {"ops": ["nor_conv_3x3"] * 6}
+    best = {
+        "trial_id": 0,
+        "metric": "val_acc",
+        "value": 0.9,
+        "genotype": genotype,
+        "metrics": {"val_acc": 0.9},
+        "checkpoint": None,
+        "agent": "a",
+    }
+    lines = best_summary("exp", best, space).splitlines()
+    assert lines[1] == f"architecture: {space.describe(genotype)}"
+    params = space.cost(genotype)["params"]
+    assert f"  params: {int(params):,}" in lines
 
 
 def test_export_writes_jsonl_and_csv_with_metric_columns_after_the_fixed_ones() -> None:
