@@ -54,7 +54,7 @@ def test_run_is_interrupted_then_resumed_without_repeating_work(tmp_path: Path) 
     second = _run(*args)
     assert second.returncode == 0, second.stderr
     assert "architecture:" in second.stdout and "test_acc" in second.stdout
-    assert "parameters" in second.stdout and str(db) in second.stdout
+    assert "params:" in second.stdout and str(db) in second.stdout
     rows = dict(procs.query(db, "SELECT trial_id, metrics FROM results"))
     assert len(rows) == 8 and sorted(rows) == list(range(8))
     assert all(rows[t] == m for t, m in before.items()), "finished evaluations were redone"
