@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from agents.probe import parse_device, probe_hardware
     from agents.worker import Agent, AgentOptions
+    from nasd.core.wire import check_agent_id, preload
     from nasd.mqtt import BrokerUrl
-    from nasd.wire import check_agent_id, preload
 
     preload()  # a broken install (missing or invalid schema files) fails here, not on a message
     if not args.broker:

@@ -32,9 +32,7 @@ import structlog
 from agents.jobs import JobContext, RunningJob
 from agents.spool import Spool
 from agents.trainers._base import TrainFn, TrainingStopped, TrainRequest, TrainResult
-from nasd.errors import WireError
-from nasd.mqtt import BrokerUrl, Link, Publication
-from nasd.wire import (
+from nasd.core.wire import (
     AgentLeaf,
     agent_topic,
     daemon_state_topic,
@@ -42,6 +40,8 @@ from nasd.wire import (
     encode,
     message_type_for_topic,
 )
+from nasd.errors import WireError
+from nasd.mqtt import BrokerUrl, Link, Publication
 
 log = structlog.get_logger("nasd.agent")
 

@@ -131,7 +131,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 def run_nasd(args: argparse.Namespace, workdir: Path) -> NasdFigures:
     """Broker, daemon and agents; wait for the whole budget; stop everything; verify."""
-    from nasd.wire import daemon_state_topic
+    from nasd.core.wire import daemon_state_topic
 
     figures = NasdFigures(
         args.budget, args.agents, args.agent_procs, args.slots, args.daemon_log_level

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasd.core.space import build_space
+from nasd.core.strategy import build_strategy
+from nasd.core.wire import validate_experiment_config
 from nasd.errors import ConfigError, NasdError
-from nasd.space import build_space
-from nasd.strategy import build_strategy
-from nasd.wire import validate_experiment_config
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_LEASE_TTL_S = 60.0

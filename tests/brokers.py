@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from nasd.broker import EmbeddedBroker
+from nasd.mqtt.broker import EmbeddedBroker
 from tests import harness
 from tests.harness import (
     MOSQUITTO_MISSING,

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nasd.broker import free_port
+from nasd.mqtt.broker import free_port
 
 __all__ = [
     "MOSQUITTO_FALLBACKS",
@@ -444,8 +444,8 @@ def retained_state(broker_url: str, topic: str, timeout: float = 5.0) -> str | N
     """The ``state`` field of the retained envelope on ``topic`` (None if nothing is retained)."""
     import asyncio
 
+    from nasd.core.wire import decode, message_type_for_topic
     from nasd.mqtt import BrokerUrl
-    from nasd.wire import decode, message_type_for_topic
     from tests.clients import mqtt_client
 
     async def read() -> str | None:

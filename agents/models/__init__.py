@@ -15,9 +15,9 @@ from typing import Any
 from torch import nn
 
 from agents.models.cnn import build_cnn
+from nasd.core.space.hparams import HparamsSpace
+from nasd.core.values import is_int, is_number
 from nasd.errors import InvalidGenotype
-from nasd.space.hparams import HparamsSpace
-from nasd.values import is_int, is_number
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,

@@ -1,7 +1,8 @@
-"""The PyTorch network of a ``cnn`` space genotype (see :mod:`nasd.space.cnn` for the rules).
+"""The PyTorch network of a ``cnn`` space genotype (see :mod:`nasd.core.space.cnn` for the rules).
 
-The layout comes from :meth:`nasd.space.cnn.CnnSpace.plan`, the same resolution the space's cost
-model uses, so ``sum(p.numel() for p in model.parameters())`` equals ``space.cost(g)["params"]``.
+The layout comes from :meth:`nasd.core.space.cnn.CnnSpace.plan`, the same resolution the
+space's cost model uses, so ``sum(p.numel() for p in model.parameters())`` equals
+``space.cost(g)["params"]``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from nasd.space.cnn import CnnPlan, CnnSpace, LayerPlan
+from nasd.core.space.cnn import CnnPlan, CnnSpace, LayerPlan
 
 _LAYERS: dict[int, dict[str, Any]] = {
     1: {

@@ -35,7 +35,7 @@ from torch.nn import functional
 
 from agents.trainers._base import TrainContext, TrainingStopped, TrainRequest, TrainResult
 from agents.trainers.datasets import Split
-from nasd.values import is_int, is_number
+from nasd.core.values import is_int, is_number
 
 __all__ = ["Hyper", "accuracy", "fit", "resolve_hyper", "save_checkpoint"]
 
@@ -103,7 +103,7 @@ def _space_for(request: TrainRequest, data: Split) -> dict[str, Any]:
 
 def _flops(space: Mapping[str, Any], genotype: Mapping[str, Any]) -> float:
     """FLOPs from the space's cost model, or 0.0 when the space does not define them."""
-    from nasd.space import build_space
+    from nasd.core.space import build_space
 
     flops = build_space(space).cost(dict(genotype)).get("flops", 0.0)
     return float(flops) if math.isfinite(flops) else 0.0
@@ -187,7 +187,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from nasd.space import canonical_json
+    from nasd.core.space import canonical_json
 
     directory.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{request.experiment}-{request.trial_id}")

@@ -7,8 +7,9 @@ published protocol. Metrics, for the data set ``d`` chosen by the ``dataset`` op
 - ``val_acc``: the 12-epoch validation accuracy ``d_val12`` (the NB201 search fitness);
 - ``test_acc``: the 200-epoch validation accuracy ``d_val200_mean``, which is what the NB201
   protocol reports for the cell a search selects (also given as ``val200``); ``test12`` too;
-- ``params`` from the table; ``flops`` (multiply-adds) from :func:`nasd.space.nb201.network_cost`
-  for the CIFAR data sets, 0.0 for ImageNet16-120 whose network the cost model does not describe;
+- ``params`` from the table; ``flops`` (multiply-adds) from
+  :func:`nasd.core.space.nb201.network_cost` for the CIFAR data sets, 0.0 for ImageNet16-120 whose
+  network the cost model does not describe;
 - ``train_seconds`` = ``sim_train_seconds`` = the simulated 12-epoch cost,
   ``d_train_time200_s * 12 / 200`` (what NB201 search budgets are counted in);
 - ``latency_ms``: the column ``lat_<latency_device>`` when that option is set.
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agents.trainers._base import TrainContext, TrainingStopped, TrainRequest, TrainResult
-from nasd.space.nb201 import NB201Space, network_cost, op_code
+from nasd.core.space.nb201 import NB201Space, network_cost, op_code
 
 __all__ = ["DATASETS", "NB201Table", "load_table", "train"]
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agents.trainers._base import TrainContext, TrainingStopped, TrainRequest, TrainResult
-from nasd.space._base import canonical_json
+from nasd.core.space._base import canonical_json
 
 __all__ = ["score", "train"]
 

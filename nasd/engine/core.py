@@ -22,15 +22,15 @@ from typing import Any
 import structlog
 
 from nasd.config import ExperimentConfig
+from nasd.core.events import TrialFailed, TrialSucceeded
+from nasd.core.wire import MessageType
 from nasd.engine import control
 from nasd.engine.ledger import Ledger
 from nasd.engine.lifecycle import Experiments
 from nasd.engine.outbox import Outbox, assign_message
 from nasd.engine.records import EventKind, LeaseStatus, LiveTrial, Outbound, TrialStatus
 from nasd.engine.work import Planner
-from nasd.events import TrialFailed, TrialSucceeded
 from nasd.store import repo
-from nasd.wire import MessageType
 
 log = structlog.get_logger("nasd.engine")
 

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nasd.config import ExperimentConfig
+from nasd.core.events import StrategyEvent, event_kind, event_to_dict
+from nasd.core.objective import Best, BestSoFar, Objective
+from nasd.core.space import SearchSpace, build_space
+from nasd.core.strategy import Candidate, Strategy, build_strategy
 from nasd.engine.records import ExperimentStatus
-from nasd.events import StrategyEvent, event_kind, event_to_dict
-from nasd.objective import Best, BestSoFar, Objective
-from nasd.space import SearchSpace, build_space
 from nasd.store import repo
-from nasd.strategy import Candidate, Strategy, build_strategy
 
 SNAPSHOT_EVERY = 500
 """Strategy events between two snapshots; a snapshot bounds the replay work after a restart."""

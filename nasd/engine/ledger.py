@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from nasd.core.scheduler import AgentCapacity, LeaseClock
 from nasd.engine.records import AgentRecord, LiveTrial, TrialStatus
-from nasd.scheduler import AgentCapacity, LeaseClock
 
 
 class Ledger:

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from nasd.config import ExperimentConfig
+from nasd.core.wire import AgentLeaf, agent_topic, control_response_topic, experiment_events_topic
 from nasd.engine.records import EventKind, LiveTrial, Outbound
-from nasd.wire import AgentLeaf, agent_topic, control_response_topic, experiment_events_topic
 
 
 def assign_message(trial: LiveTrial, config: ExperimentConfig) -> Outbound:

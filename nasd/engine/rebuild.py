@@ -13,10 +13,10 @@ import sqlite3
 import structlog
 
 from nasd.config import experiment_from_dict
+from nasd.core.events import STRATEGY_EVENT_KINDS, event_from_dict
 from nasd.engine.core import Engine
 from nasd.engine.experiment import ExperimentRuntime
 from nasd.engine.records import ExperimentStatus, LiveTrial, TrialStatus
-from nasd.events import STRATEGY_EVENT_KINDS, event_from_dict
 from nasd.store import recovery
 
 log = structlog.get_logger("nasd.rebuild")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from nasd.events import Genotype
+from nasd.core.events import Genotype
 
 
 class TrialStatus(StrEnum):

@@ -11,15 +11,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from nasd.core.events import SlotsOpen
+from nasd.core.scheduler import plan_assignments
+from nasd.core.strategy import Candidate
 from nasd.engine.experiment import ExperimentRuntime
 from nasd.engine.ledger import Ledger
 from nasd.engine.lifecycle import Experiments
 from nasd.engine.outbox import Outbox
 from nasd.engine.records import LiveTrial, TrialStatus, job_id_of
-from nasd.events import SlotsOpen
-from nasd.scheduler import plan_assignments
 from nasd.store import repo
-from nasd.strategy import Candidate
 
 
 class Planner:

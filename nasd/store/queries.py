@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from nasd.objective import BestSoFar, Objective
+from nasd.core.objective import BestSoFar, Objective
 
 _TRIAL_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 
@@ -23,7 +23,7 @@ def experiment_names(conn: sqlite3.Connection) -> list[str]:
 def best_trial(conn: sqlite3.Connection, experiment: str) -> dict[str, Any] | None:
     """The best finished trial by the experiment's objective, with genotype and metrics.
 
-    Ranked by :class:`nasd.objective.BestSoFar` over results in arrival order: the same trial
+    Ranked by :class:`nasd.core.objective.BestSoFar` over results in arrival order: the same trial
     the daemon announced as best.
     """
     row = conn.execute("SELECT config FROM experiments WHERE name = ?", (experiment,)).fetchone()

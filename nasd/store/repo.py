@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from nasd.space import canonical_json
+from nasd.core.space import canonical_json
 
 
 def pack(value: Any) -> bytes:

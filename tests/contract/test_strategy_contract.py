@@ -18,10 +18,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from nasd.events import Genotype, SlotsOpen, StrategyEvent, TrialFailed, TrialSucceeded
-from nasd.space import build_space
-from nasd.space._base import SearchSpace, canonical_json
-from nasd.strategy import STRATEGIES, Candidate, Strategy, build_strategy
+from nasd.core.events import Genotype, SlotsOpen, StrategyEvent, TrialFailed, TrialSucceeded
+from nasd.core.space import build_space
+from nasd.core.space._base import SearchSpace, canonical_json
+from nasd.core.strategy import STRATEGIES, Candidate, Strategy, build_strategy
 
 from .toy_space import OPTIMUM, ToySpace, toy_score
 

@@ -11,9 +11,9 @@ import random
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from nasd.core.events import Genotype
+from nasd.core.space._base import SearchSpace
 from nasd.errors import InvalidGenotype
-from nasd.events import Genotype
-from nasd.space._base import SearchSpace
 
 TOY_BITS = 8
 OPTIMUM: Genotype = {"bits": [1] * TOY_BITS}

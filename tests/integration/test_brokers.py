@@ -19,8 +19,8 @@ from typing import TypeVar
 import aiomqtt
 import pytest
 
-from nasd.broker import EmbeddedBroker, free_port, serve_forever
 from nasd.errors import ConfigError
+from nasd.mqtt.broker import EmbeddedBroker, free_port, serve_forever
 from tests import brokers
 from tests.brokers import BrokerHandle, MosquittoProcess, raw_connect, wait_port
 from tests.clients import mqtt_client
@@ -369,7 +369,7 @@ def test_serve_forever_reports_ready_and_stops_when_cancelled() -> None:
 
 def test_run_broker_exits_cleanly_on_sigterm() -> None:
     port = free_port()
-    code = f"from nasd.broker import run_broker; run_broker('127.0.0.1', {port})"
+    code = f"from nasd.mqtt.broker import run_broker; run_broker('127.0.0.1', {port})"
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from nasd.broker import free_port
+from nasd.mqtt.broker import free_port
 from tests.brokers import wait_port
 from tests.integration import procs
 

@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from nasd.core.wire import encode
 from nasd.mqtt import BrokerUrl
-from nasd.wire import encode
 from tests.clients import mqtt_client
 from tests.integration import procs
 
@@ -78,7 +78,7 @@ async def _barrage(url: str, job_id: str, epoch: int) -> dict:
         )
         async with asyncio.timeout(20):
             async for message in client.messages:
-                from nasd.wire import decode
+                from nasd.core.wire import decode
 
                 return decode(message.payload, expect="control.response").body
     raise AssertionError("no reply")

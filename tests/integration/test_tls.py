@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nasd.broker import free_port
+from nasd.mqtt.broker import free_port
 from tests.brokers import MosquittoProcess, wait_port
 from tests.integration import procs
 

@@ -1,7 +1,7 @@
 """The library internals nasd relies on still exist in the installed releases.
 
 nasd reaches past the public API of two libraries, each in one place: aiomqtt's paho client
-(:mod:`nasd.mqtt.adapters`) and amqtt's broker internals (:mod:`nasd.broker`). A release that
+(:mod:`nasd.mqtt.adapters`) and amqtt's broker internals (:mod:`nasd.mqtt.broker`). A release that
 renames them would otherwise break nasd quietly (an override nobody calls is simply dead), so
 these tests name each member and fail with a message that says what moved.
 """
@@ -19,8 +19,8 @@ from amqtt.broker import Broker
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.protocol.handler import ProtocolHandler
 
-from nasd.broker import AMQTT_OVERRIDES, EmbeddedBroker, _NasdBroker
 from nasd.mqtt.adapters import PAHO_MEMBERS_USED, paho_client
+from nasd.mqtt.broker import AMQTT_OVERRIDES, EmbeddedBroker, _NasdBroker
 
 # -- aiomqtt / paho ------------------------------------------------------------------------------
 
@@ -84,14 +84,14 @@ def _parameters(function: object) -> tuple[str, ...]:
 def test_amqtt_still_has_each_private_method_nasd_overrides(name: str) -> None:
     original = getattr(Broker, name, None)
     assert original is not None, (
-        f"amqtt's Broker has no {name} any more: nasd.broker._NasdBroker's override of it is "
+        f"amqtt's Broker has no {name} any more: nasd.mqtt.broker._NasdBroker's override of it is "
         "dead; find what replaced it and update the override and AMQTT_OVERRIDES"
     )
     assert inspect.iscoroutinefunction(original), f"Broker.{name} is no longer a coroutine"
     expected = AMQTT_OVERRIDES[name]
     assert _parameters(original) == expected, (
         f"amqtt's Broker.{name} now takes {_parameters(original)}, the override expects "
-        f"{expected}; see nasd.broker"
+        f"{expected}; see nasd.mqtt.broker"
     )
     assert _parameters(getattr(_NasdBroker, name)) == expected, "override and list disagree"
 
@@ -115,7 +115,7 @@ def test_amqtt_protocol_handler_still_calls_handle_read_timeout() -> None:
     reader_loop = inspect.getsource(ProtocolHandler._reader_loop)
     assert "self.handle_read_timeout()" in reader_loop, (
         "amqtt's reader loop no longer calls handle_read_timeout(): the embedded broker's "
-        "keep-alive enforcement (nasd.broker) is dead"
+        "keep-alive enforcement (nasd.mqtt.broker) is dead"
     )
 
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from nasd.core.events import SlotsOpen, TrialFailed, TrialSucceeded
+from nasd.core.strategy import AgingEvolution, Candidate, build_strategy
 from nasd.errors import ConfigError
-from nasd.events import SlotsOpen, TrialFailed, TrialSucceeded
-from nasd.strategy import AgingEvolution, Candidate, build_strategy
 from tests.contract.test_strategy_contract import msgpack_round_trip, simulate
 from tests.contract.toy_space import OPTIMUM, ToySpace, toy_score
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from agents.models import build_cnn, build_model
+from nasd.core.space import CnnSpace, build_space
 from nasd.errors import ConfigError, InvalidGenotype
-from nasd.space import CnnSpace, build_space
 
 SPECS: list[dict[str, Any]] = [
     {"kind": "cnn", "input_shape": [2, 12], "num_classes": 3, "filters": [2, 4, 8]},

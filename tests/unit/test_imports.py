@@ -9,9 +9,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PURE = ("nasd/events.py", "nasd/space", "nasd/strategy", "nasd/scheduler", "nasd/wire")
-FORBIDDEN_IN_PURE = {"asyncio", "aiomqtt", "paho", "sqlite3", "sqlite_utils", "torch", "amqtt"}
-FORBIDDEN_IN_AGENTS = {"nasd.daemon", "nasd.store", "nasd.engine", "sqlite_utils"}
+PURE = ("nasd/core",)
+FORBIDDEN_IN_PURE = {
+    "asyncio",
+    "aiomqtt",
+    "paho",
+    "sqlite3",
+    "sqlite_utils",
+    "torch",
+    "amqtt",
+    # The core knows nothing of the layers built on it.
+    "nasd.engine",
+    "nasd.store",
+    "nasd.mqtt",
+    "nasd.service",
+    "nasd.cli",
+}
+FORBIDDEN_IN_AGENTS = {"nasd.service", "nasd.store", "nasd.engine", "nasd.cli", "sqlite_utils"}
+LAYERS = {
+    # layer: what it must not import (the arrows point inward: cli -> service -> engine -> core)
+    "nasd/engine": {"nasd.mqtt", "nasd.service", "nasd.cli", "aiomqtt", "asyncio", "torch"},
+    "nasd/store": {"nasd.engine", "nasd.mqtt", "nasd.service", "nasd.cli", "aiomqtt", "torch"},
+    "nasd/mqtt": {"nasd.engine", "nasd.store", "nasd.service", "nasd.cli", "torch"},
+    "nasd/service": {"nasd.cli", "torch"},
+}
 
 
 def _modules(path: str) -> list[Path]:
@@ -43,6 +64,15 @@ def test_pure_core_imports_no_io_or_torch(path: Path) -> None:
 @pytest.mark.parametrize("path", _modules("agents"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_agents_never_import_the_daemon_or_the_store(path: Path) -> None:
     assert _hits(_imports(path), FORBIDDEN_IN_AGENTS) == set()
+
+
+@pytest.mark.parametrize(
+    ("path", "forbidden"),
+    [(p, forbidden) for layer, forbidden in LAYERS.items() for p in _modules(layer)],
+    ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else "",
+)
+def test_each_layer_imports_only_inward(path: Path, forbidden: set[str]) -> None:
+    assert _hits(_imports(path), forbidden) == set()
 
 
 def test_the_walk_sees_real_imports() -> None:

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from nasd.broker import EmbeddedBroker
 from nasd.mqtt import BrokerUrl, Link, Publication
+from nasd.mqtt.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""nasd.daemon.parse_message: which received messages become engine inputs, which are refused."""
+"""nasd.service.daemon.parse_message: which received messages become engine inputs, which not."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from nasd.daemon import parse_message
+from nasd.core.wire import encode
 from nasd.engine import Inbound
 from nasd.errors import WireError
-from nasd.wire import encode
+from nasd.service.daemon import parse_message
 from tests.unit.test_wire_codec import EXAMPLES, raw
 
 AGENT = "gpu-box-01"

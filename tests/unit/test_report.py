@@ -1,4 +1,4 @@
-"""nasd.report: the layouts `nasd status|best|export` print, checked without a process."""
+"""nasd.cli.report: the layouts `nasd status|best|export` print, checked without a process."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import csv
 import io
 import json
 
-from nasd.report import best_summary, status_table, write_export
-from nasd.space import build_space
+from nasd.cli.report import best_summary, status_table, write_export
+from nasd.core.space import build_space
 from nasd.store.queries import EXPORT_COLUMNS
 
 

@@ -1,4 +1,4 @@
-"""``nasd run``'s supervision (nasd.runner.run_local) when its daemon fails or ends early.
+"""``nasd run``'s supervision (nasd.cli.runner.run_local) when its daemon fails or ends early.
 
 The daemon runs in run_local's task group; whatever it raises must reach the caller as itself
 (the CLI reports nasd's errors by type), with the embedded broker stopped. The daemon is replaced
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from nasd import runner
-from nasd.broker import EmbeddedBroker
+from nasd.cli import runner
 from nasd.config import load_experiment
 from nasd.errors import BrokerUnavailable, ConfigError
+from nasd.mqtt.broker import EmbeddedBroker
 from nasd.store.connection import open_writer
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,7 +26,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits.toml"
 
 
 class StagedDaemon:
-    """Stands in for nasd.daemon.Daemon; ``script`` decides how its run() ends."""
+    """Stands in for nasd.service.daemon.Daemon; ``script`` decides how its run() ends."""
 
     script: Any = None
     instances: list[StagedDaemon] = []

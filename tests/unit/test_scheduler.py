@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nasd.scheduler import AgentCapacity, LeaseClock, plan_assignments
+from nasd.core.scheduler import AgentCapacity, LeaseClock, plan_assignments
 
 # -- LeaseClock -----------------------------------------------------------------------------------
 

@@ -13,9 +13,10 @@ import fastjsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
+from nasd.core.wire import MESSAGE_TYPES, schemas, validate, validate_experiment_config
+from nasd.core.wire.schemas import load_schema, preload, schema_dir
 from nasd.errors import ConfigError, WireError
-from nasd.wire import MESSAGE_TYPES, schemas, validate, validate_experiment_config
-from nasd.wire.schemas import load_schema, preload, schema_dir
+from tests.unit.test_wire_codec import JOB, PROFILE
 
 REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "v1"
 SCHEMA_NAMES = sorted(p.stem for p in REPO_SCHEMAS.glob("*.json"))
@@ -34,19 +35,6 @@ MINIMAL_CONFIG: dict[str, Any] = {
     "task": {"trainer": "mnist1d"},
 }
 
-JOB = "mnist1d-cnn:7"
-PROFILE = {
-    "host": "gpu-box-01",
-    "device": "cuda:0",
-    "device_name": "NVIDIA H100 80GB HBM3",
-    "memory_bytes": 85_000_000_000,
-    "cpu_count": 16,
-    "gpu_count": 1,
-    "torch_version": "2.4.0+cu121",
-    "throughput": 1234.5,
-    "slots": 2,
-    "nasd_version": "0.1.0",
-}
 
 # One valid body per message type holding only its required fields.
 MINIMAL: dict[str, dict[str, Any]] = {

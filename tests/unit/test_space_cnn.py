@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nasd.core.space import CnnSpace, build_space, canonical_json
 from nasd.errors import ConfigError, InvalidGenotype
-from nasd.space import CnnSpace, build_space, canonical_json
 
 SPEC_1D: dict[str, Any] = {"kind": "cnn", "input_shape": [1, 40], "num_classes": 10}
 SPEC_2D: dict[str, Any] = {
@@ -359,7 +359,7 @@ def test_describe_is_compact() -> None:
 
 def test_the_space_package_imports_no_torch_asyncio_or_sqlite() -> None:
     code = (
-        "import sys, nasd.space; "
+        "import sys, nasd.core.space; "
         "bad = {'torch', 'asyncio', 'sqlite3'} & set(sys.modules); "
         "assert not bad, bad"
     )

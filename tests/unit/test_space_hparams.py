@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nasd.core.space import HparamsSpace, build_space, canonical_json
 from nasd.errors import ConfigError, InvalidGenotype
-from nasd.space import HparamsSpace, build_space, canonical_json
 
 SPEC: dict[str, Any] = {
     "kind": "hparams",

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nasd.core.space import NB201Space, build_space
+from nasd.core.space.nb201 import OPS, from_arch_str, from_op_code, op_code, to_arch_str
 from nasd.errors import ConfigError, InvalidGenotype
-from nasd.space import NB201Space, build_space
-from nasd.space.nb201 import OPS, from_arch_str, from_op_code, op_code, to_arch_str
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nb201.csv.gz"
 RESNET_ARCH = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"

@@ -1,10 +1,10 @@
-"""``nasd.values``: the one place that says "an int, but not a bool"."""
+"""``nasd.core.values``: the one place that says "an int, but not a bool"."""
 
 from __future__ import annotations
 
 import pytest
 
-from nasd.values import is_int, is_number
+from nasd.core.values import is_int, is_number
 
 
 @pytest.mark.parametrize(

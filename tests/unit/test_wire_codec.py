@@ -18,8 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
-from nasd.errors import WireError
-from nasd.wire import (
+from nasd.core.wire import (
     MAX_DEPTH,
     MAX_PAYLOAD_BYTES,
     MESSAGE_TYPES,
@@ -29,7 +28,8 @@ from nasd.wire import (
     schemas,
     validate,
 )
-from nasd.wire.schemas import load_schema as _load_schema
+from nasd.core.wire.schemas import load_schema as _load_schema
+from nasd.errors import WireError
 
 JOB = "mnist1d-cnn:7"
 
@@ -359,7 +359,7 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 
 # The reference for message validation: jsonschema, with nasd's type rules (integer is an int,
-# array takes a tuple). Written out here, independently of nasd.wire.schemas.
+# array takes a tuple). Written out here, independently of nasd.core.wire.schemas.
 _NASD_TYPES = Draft202012Validator.TYPE_CHECKER.redefine_many(
     {
         "integer": lambda _checker, value: type(value) is int,

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nasd.errors import WireError
-from nasd.wire import (
+from nasd.core.wire import (
     LEAF_MESSAGE_TYPE,
     AgentLeaf,
     ControlCommand,
@@ -31,6 +30,7 @@ from nasd.wire import (
     parse_control_response_topic,
     parse_experiment_events_topic,
 )
+from nasd.errors import WireError
 
 GOOD_IDS = ["a", "gpu-box-01", "host.lab_3", "A9", "0", "x" * 64, "node-1.cuda_0"]
 BAD_IDS: list[Any] = [

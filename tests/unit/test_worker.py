@@ -2,7 +2,7 @@
 
 The agent gets an in-memory stand-in for its link (through its ``link_factory`` seam): messages
 are put on the fake's inbox as the broker would deliver them, and everything the agent publishes
-is captured and decoded with :func:`nasd.wire.decode`. Trainers are small functions run by the
+is captured and decoded with :func:`nasd.core.wire.decode`. Trainers are small functions run by the
 agent in its worker thread, steered from the test through threading events.
 """
 
@@ -22,8 +22,8 @@ import pytest
 from agents.spool import Spool
 from agents.trainers._base import TrainContext, TrainingStopped, TrainRequest, TrainResult
 from agents.worker import Agent, AgentOptions
+from nasd.core.wire import AgentLeaf, Envelope, agent_topic, daemon_state_topic, decode, encode
 from nasd.mqtt import BrokerUrl, Publication
-from nasd.wire import AgentLeaf, Envelope, agent_topic, daemon_state_topic, decode, encode
 
 pytestmark = pytest.mark.timeout(60)
 

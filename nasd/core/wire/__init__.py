@@ -1,15 +1,17 @@
 """The only door for bytes: msgpack envelopes, JSON Schema validation and MQTT topics (v1).
 
 Nothing else in nasd parses network payloads or builds topic strings. Everything refused here
-raises :class:`nasd.errors.WireError`, which callers log and drop. :mod:`~nasd.wire.codec` packs
-and unpacks envelopes, :mod:`~nasd.wire.schemas` checks message bodies with fastjsonschema (and
-experiment configs with jsonschema, for fuller messages to people), :mod:`~nasd.wire.messages`
-says which message type each topic carries, and :mod:`~nasd.wire.topics` builds and parses them.
+raises :class:`nasd.errors.WireError`, which callers log and drop. :mod:`~nasd.core.wire.codec`
+packs and unpacks envelopes, :mod:`~nasd.core.wire.schemas` checks message bodies with
+fastjsonschema (and experiment configs with jsonschema, for fuller messages to people),
+:mod:`~nasd.core.wire.messages`
+says which message type each topic carries, and :mod:`~nasd.core.wire.topics` builds and parses
+them.
 """
 
 from __future__ import annotations
 
-from nasd.wire.codec import (
+from nasd.core.wire.codec import (
     MAX_CONTAINER_LEN,
     MAX_DEPTH,
     MAX_ID_LEN,
@@ -19,13 +21,13 @@ from nasd.wire.codec import (
     decode,
     encode,
 )
-from nasd.wire.messages import (
+from nasd.core.wire.messages import (
     LEAF_MESSAGE_TYPE,
     MESSAGE_TYPES,
     MessageType,
     message_type_for_topic,
 )
-from nasd.wire.schemas import (
+from nasd.core.wire.schemas import (
     EXPERIMENT_SCHEMA,
     SCHEMAS_DIR_ENV,
     preload,
@@ -33,7 +35,7 @@ from nasd.wire.schemas import (
     validate,
     validate_experiment_config,
 )
-from nasd.wire.topics import (
+from nasd.core.wire.topics import (
     AGENT_ID_RE,
     EXPERIMENT_NAME_RE,
     ROOT,

@@ -9,7 +9,7 @@ for plain hyperparameter optimisation, and the ``hparams`` MLP builder reads its
 This module holds :class:`HparamsSpace` and the checks that span several parameters (conditions
 naming unknown or continuous parents, cycles). Single parameters (:class:`Param`,
 :class:`Condition`, :func:`parse_param`, :data:`PARAM_TYPES`) are defined in
-:mod:`nasd.space._params`, split out to keep both modules small, and re-exported here.
+:mod:`nasd.core.space._params`, split out to keep both modules small, and re-exported here.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from nasd.core.events import Genotype
+from nasd.core.space._base import SearchSpace
+from nasd.core.space._params import PARAM_TYPES, Condition, Param, _short, parse_param
+from nasd.core.values import is_int
 from nasd.errors import ConfigError, InvalidGenotype
-from nasd.events import Genotype
-from nasd.space._base import SearchSpace
-from nasd.space._params import PARAM_TYPES, Condition, Param, _short, parse_param
-from nasd.values import is_int
 
 __all__ = ["PARAM_TYPES", "Condition", "HparamsSpace", "Param", "parse_param"]
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from nasd.broker import EmbeddedBroker
+from nasd.cli.progress import ProgressView
 from nasd.config import ExperimentConfig
-from nasd.daemon import Daemon, DaemonOptions
 from nasd.errors import ConfigError
 from nasd.mqtt import BrokerUrl
-from nasd.progress import ProgressView
+from nasd.mqtt.broker import EmbeddedBroker
+from nasd.service.daemon import Daemon, DaemonOptions
 from nasd.store import open_reader, queries
 
 

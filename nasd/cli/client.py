@@ -9,16 +9,16 @@ from typing import Any
 
 import aiomqtt
 
-from nasd.errors import BrokerUnavailable, NasdError, WireError
-from nasd.mqtt import BrokerUrl
-from nasd.mqtt.link import PAHO_LOG
-from nasd.wire import (
+from nasd.core.wire import (
     control_request_topic,
     control_response_topic,
     daemon_state_topic,
     decode,
     encode,
 )
+from nasd.errors import BrokerUnavailable, NasdError, WireError
+from nasd.mqtt import BrokerUrl
+from nasd.mqtt.link import PAHO_LOG
 
 
 class DaemonError(NasdError):

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from nasd import report
+from nasd.cli import report
 from nasd.config import ExperimentConfig
+from nasd.core.space import build_space
 from nasd.errors import StoreError
-from nasd.space import build_space
 from nasd.store import open_reader, queries
 
 

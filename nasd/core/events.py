@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Genotype = dict[str, Any]
-"""A JSON-compatible mapping that describes one architecture (see ``nasd.space``)."""
+"""A JSON-compatible mapping that describes one architecture (see ``nasd.core.space``)."""
 
 
 @dataclass(frozen=True, slots=True)

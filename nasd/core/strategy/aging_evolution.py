@@ -26,11 +26,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nasd.events import Genotype, TrialFailed, TrialSucceeded
-from nasd.objective import Mode
-from nasd.space._base import SearchSpace
-from nasd.strategy._base import Candidate, Strategy
-from nasd.values import is_int
+from nasd.core.events import Genotype, TrialFailed, TrialSucceeded
+from nasd.core.objective import Mode
+from nasd.core.space._base import SearchSpace
+from nasd.core.strategy._base import Candidate, Strategy
+from nasd.core.values import is_int
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from nasd.events import Genotype
+from nasd.core.events import Genotype
 
 
 def canonical_json(genotype: Mapping[str, Any]) -> str:

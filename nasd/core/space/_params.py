@@ -3,10 +3,10 @@
 This module holds one parameter at a time: how a ``[space.params.<name>]`` table is parsed and
 checked (:func:`parse_param`), how a parameter samples, perturbs and checks its values
 (:class:`Param`), and when it is active (:class:`Condition`). It was split out of
-:mod:`nasd.space.hparams` to keep that module small; :class:`~nasd.space.hparams.HparamsSpace`
-combines the parameters into a conditional space and re-exports the public names here, so
-``from nasd.space.hparams import Param`` keeps working. The module is private: import the public
-names from :mod:`nasd.space.hparams`.
+:mod:`nasd.core.space.hparams` to keep that module small;
+:class:`~nasd.core.space.hparams.HparamsSpace` combines the parameters into a conditional space and
+re-exports the public names here, so ``from nasd.core.space.hparams import Param`` keeps working.
+The module is private: import the public names from :mod:`nasd.core.space.hparams`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nasd.core.values import is_int, is_number
 from nasd.errors import ConfigError
-from nasd.values import is_int, is_number
 
 PARAM_TYPES = ("categorical", "int", "uniform", "loguniform")
 _PARAM_KEYS = {

@@ -11,10 +11,10 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from nasd.events import TrialFailed, TrialSucceeded
-from nasd.objective import Best, BestSoFar, Mode
-from nasd.space._base import SearchSpace
-from nasd.strategy._base import Candidate, Strategy
+from nasd.core.events import TrialFailed, TrialSucceeded
+from nasd.core.objective import Best, BestSoFar, Mode
+from nasd.core.space._base import SearchSpace
+from nasd.core.strategy._base import Candidate, Strategy
 
 
 class RandomSearch(Strategy):

@@ -2,7 +2,7 @@
 
 Each message type has one JSON Schema, ``schemas/v1/<type>.json``. The envelope type of a message
 must match its topic (DESIGN.md section 4): :func:`message_type_for_topic` gives the one type a
-received topic may carry, to pass as ``expect`` to :func:`nasd.wire.codec.decode`.
+received topic may carry, to pass as ``expect`` to :func:`nasd.core.wire.codec.decode`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
-from nasd.errors import WireError
-from nasd.wire.topics import (
+from nasd.core.wire.topics import (
     AgentLeaf,
     daemon_state_topic,
     parse_agent_topic,
@@ -20,6 +19,7 @@ from nasd.wire.topics import (
     parse_control_response_topic,
     parse_experiment_events_topic,
 )
+from nasd.errors import WireError
 
 
 class MessageType(StrEnum):

@@ -1,14 +1,14 @@
-"""Mutation operators of the CNN space (:class:`nasd.space.cnn.CnnSpace`).
+"""Mutation operators of the CNN space (:class:`nasd.core.space.cnn.CnnSpace`).
 
 This module holds the operators that turn a valid list of layers into a neighbouring one: change
 the kernel, filters, stride or pool of one layer; insert a random layer; remove a layer (skips
 re-indexed); add or remove one skip connection; and :func:`mutate_layers`, which picks one
-operator uniformly among those applicable. It was split out of :mod:`nasd.space.cnn` to keep that
-module about the space itself (spec, sampling, validation, plan and cost).
+operator uniformly among those applicable. It was split out of :mod:`nasd.core.space.cnn` to keep
+that module about the space itself (spec, sampling, validation, plan and cost).
 
 The operators see layers as plain dicts (``kernel``, ``filters``, ``stride``, ``pool``,
 ``skips``) and take the few space settings they need as arguments, so this module imports nothing
-from :mod:`nasd.space.cnn` and there is no import cycle. Every random draw comes from the
+from :mod:`nasd.core.space.cnn` and there is no import cycle. Every random draw comes from the
 ``random.Random`` passed in, in a fixed order, so a seed gives the same mutations every time.
 """
 

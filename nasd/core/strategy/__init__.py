@@ -1,6 +1,7 @@
 """Search strategies and the registry that builds them from an experiment's config.
 
-Each strategy is a small class in its own module (see :mod:`nasd.strategy._base` for the protocol).
+Each strategy is a small class in its own module (see :mod:`nasd.core.strategy._base` for the
+protocol).
 :func:`build_strategy` is the one place where a user's ``[strategy]`` table becomes an object, so it
 is also the one place that turns bad parameters into :class:`nasd.errors.ConfigError`.
 """
@@ -12,11 +13,11 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from nasd.core.space._base import SearchSpace
+from nasd.core.strategy._base import Candidate, Strategy
+from nasd.core.strategy.aging_evolution import AgingEvolution
+from nasd.core.strategy.random_search import RandomSearch
 from nasd.errors import ConfigError
-from nasd.space._base import SearchSpace
-from nasd.strategy._base import Candidate, Strategy
-from nasd.strategy.aging_evolution import AgingEvolution
-from nasd.strategy.random_search import RandomSearch
 
 __all__ = [
     "STRATEGIES",

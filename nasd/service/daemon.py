@@ -27,12 +27,7 @@ import structlog
 
 import nasd
 from nasd.config import ExperimentConfig
-from nasd.engine import Engine, Inbound, Outbound, rebuild
-from nasd.errors import CommandError, ConfigError, WireError
-from nasd.mqtt import BrokerUrl, Link, Publication
-from nasd.store import Writer
-from nasd.systemd import Notifier
-from nasd.wire import (
+from nasd.core.wire import (
     AgentLeaf,
     agent_wildcard,
     control_request_wildcard,
@@ -44,8 +39,13 @@ from nasd.wire import (
     parse_control_request_topic,
     preload,
 )
+from nasd.engine import Engine, Inbound, Outbound, rebuild
+from nasd.errors import CommandError, ConfigError, WireError
+from nasd.mqtt import BrokerUrl, Link, Publication
+from nasd.service.systemd import Notifier
+from nasd.store import Writer
 
-log = structlog.get_logger("nasd.daemon")
+log = structlog.get_logger("nasd.service.daemon")
 
 MAX_BATCH = 4096
 """Most messages handled in one transaction."""

@@ -10,7 +10,7 @@ The checks come in two passes. One walk over the whole value refuses what JSON S
 see: nesting deeper than :data:`MAX_DEPTH`, NaN and Infinity, bytes, non-string map keys,
 integers outside msgpack's range and foreign Python types (a ``StrEnum`` member or a tuple passes:
 they pack as a string and an array). Then the envelope fields are checked and the body goes to
-:func:`nasd.wire.schemas.validate` (fastjsonschema plus nasd's integer rule), which thus only
+:func:`nasd.core.wire.schemas.validate` (fastjsonschema plus nasd's integer rule), which thus only
 ever sees wire values.
 """
 
@@ -24,9 +24,9 @@ from typing import Any, NoReturn
 
 import msgpack
 
+from nasd.core.wire.messages import MESSAGE_TYPES
+from nasd.core.wire.schemas import validate
 from nasd.errors import WireError
-from nasd.wire.messages import MESSAGE_TYPES
-from nasd.wire.schemas import validate
 
 PROTOCOL_VERSION = 1
 """The envelope ``v`` this code speaks; anything else is refused."""
@@ -136,7 +136,7 @@ def decode(payload: object, expect: str | Collection[str] | None = None) -> Enve
     """Unpack and validate one received payload.
 
     ``expect`` is the message type (or types) the topic may carry; see
-    :func:`nasd.wire.messages.message_type_for_topic`. Raises :class:`WireError` with a short
+    :func:`nasd.core.wire.messages.message_type_for_topic`. Raises :class:`WireError` with a short
     reason for anything not a valid v1 message of an expected type, and never anything else.
     ``payload`` is typed loosely because MQTT clients hand over ``bytes | str | int | None``:
     anything but bytes is refused here, so callers need no check of their own.

@@ -40,8 +40,8 @@ from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
+from nasd.core.wire.messages import MESSAGE_TYPES
 from nasd.errors import ConfigError, WireError
-from nasd.wire.messages import MESSAGE_TYPES
 
 __all__ = [
     "EXPERIMENT_SCHEMA",
@@ -119,7 +119,7 @@ def schema_dir() -> Path:
             raise ConfigError(f"{SCHEMAS_DIR_ENV}={override!r} is not a directory")
         return path
     candidates = (
-        Path(__file__).resolve().parents[2] / "schemas" / "v1",
+        Path(__file__).resolve().parents[3] / "schemas" / "v1",  # a checkout: nasd/core/wire
         Path(sys.prefix) / "share" / "nasd" / "schemas" / "v1",
     )
     for path in candidates:
@@ -180,7 +180,7 @@ def validate(message_type: str, body: Any) -> None:
 
     Raises :class:`WireError` for an unknown type or an invalid body, naming the path of the
     first error: ``"trial.result: body.metrics.val_acc must be number"``. Finiteness of floats,
-    nesting depth and foreign Python types are not schema matters: :mod:`nasd.wire.codec`
+    nesting depth and foreign Python types are not schema matters: :mod:`nasd.core.wire.codec`
     refuses them before calling this, so ``body`` is expected to hold wire types only.
     """
     if message_type not in MESSAGE_TYPES:  # before the cache, so no other file is ever read

@@ -17,10 +17,10 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from nasd.core.events import Genotype
+from nasd.core.space._base import SearchSpace
+from nasd.core.values import is_int
 from nasd.errors import ConfigError, InvalidGenotype
-from nasd.events import Genotype
-from nasd.space._base import SearchSpace
-from nasd.values import is_int
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))

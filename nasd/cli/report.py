@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from nasd.space import SearchSpace
+from nasd.core.space import SearchSpace
 from nasd.store.queries import EXPORT_COLUMNS
 
 __all__ = ["best_summary", "status_table", "write_export"]

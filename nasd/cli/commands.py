@@ -161,7 +161,7 @@ def _reader(args: argparse.Namespace) -> sqlite3.Connection:
 def _control(args: argparse.Namespace, command: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Send a control request to the running daemon; its result (a mapping for every command)."""
     from nasd.aio import run
-    from nasd.client import DaemonError, request
+    from nasd.cli.client import DaemonError, request
 
     result = run(request(_broker(args), command, payload))
     if not isinstance(result, dict):
@@ -174,9 +174,9 @@ def _control(args: argparse.Namespace, command: str, payload: dict[str, Any]) ->
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from nasd.aio import run
+    from nasd.cli.runner import RunOptions, default_db, run_local
     from nasd.config import load_experiment
     from nasd.logs import configure
-    from nasd.runner import RunOptions, default_db, run_local
 
     config = load_experiment(args.experiment)
     if args.budget is not None:
@@ -202,8 +202,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from nasd.aio import run
     from nasd.config import load_daemon_settings, load_experiment
-    from nasd.daemon import Daemon, DaemonOptions
     from nasd.mqtt import BrokerUrl
+    from nasd.service.daemon import Daemon, DaemonOptions
 
     settings = load_daemon_settings(args.config)
     experiments = [load_experiment(path) for path in settings.experiments]
@@ -233,7 +233,7 @@ def _cmd_lifecycle(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from nasd import report
+    from nasd.cli import report
     from nasd.store import queries
 
     if args.broker is not None and args.db is None:
@@ -252,7 +252,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_best(args: argparse.Namespace) -> int:
-    from nasd import report
+    from nasd.cli import report
     from nasd.store import queries
 
     conn = _reader(args)
@@ -272,7 +272,7 @@ def _cmd_best(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from nasd import report
+    from nasd.cli import report
     from nasd.store import queries
 
     conn = _reader(args)
@@ -292,7 +292,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from nasd.broker import run_broker
+    from nasd.mqtt.broker import run_broker
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
@@ -311,7 +311,3 @@ _HANDLERS = {
     "export": _cmd_export,
     "broker": _cmd_broker,
 }
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nasd.core.space._base import SearchSpace, canonical_json
+from nasd.core.space.cnn import CnnSpace
+from nasd.core.space.hparams import HparamsSpace
+from nasd.core.space.nb201 import NB201Space
 from nasd.errors import ConfigError
-from nasd.space._base import SearchSpace, canonical_json
-from nasd.space.cnn import CnnSpace
-from nasd.space.hparams import HparamsSpace
-from nasd.space.nb201 import NB201Space
 
 SPACES: dict[str, type[SearchSpace]] = {
     CnnSpace.kind: CnnSpace,

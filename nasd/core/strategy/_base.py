@@ -1,8 +1,9 @@
 """The strategy protocol: a reactive, pure, deterministic search policy.
 
-The daemon calls :meth:`Strategy.react` with each :data:`nasd.events.StrategyEvent`, in the order
-the events were persisted, from a single task. A strategy does no I/O, reads no clock and uses only
-the seeded ``random.Random`` it was given, so the same seed and the same events always give the same
+The daemon calls :meth:`Strategy.react` with each :data:`nasd.core.events.StrategyEvent`, in the
+order the events were persisted, from a single task. A strategy does no I/O, reads no clock and uses
+only the seeded ``random.Random`` it was given, so the same seed and the same events always give the
+same
 candidates — which is what lets the daemon rebuild it from the event log after a crash.
 """
 
@@ -14,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from nasd.events import Genotype, SlotsOpen, StrategyEvent, TrialFailed, TrialSucceeded
-from nasd.objective import Mode, Objective
-from nasd.space._base import SearchSpace
+from nasd.core.events import Genotype, SlotsOpen, StrategyEvent, TrialFailed, TrialSucceeded
+from nasd.core.objective import Mode, Objective
+from nasd.core.space._base import SearchSpace
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class Strategy(ABC):
         return self.objective.mode
 
     def score(self, metrics: Mapping[str, float]) -> float:
-        """The value to maximise (see :meth:`nasd.objective.Objective.score`)."""
+        """The value to maximise (see :meth:`nasd.core.objective.Objective.score`)."""
         return self.objective.score(metrics)
 
     def state_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ left out when any spatial dimension is already below 2, so sizes never reach 0. 
 and the PyTorch builder (``agents.models.cnn``) both read that plan, so they cannot disagree.
 
 This module holds :class:`CnnSpace` (spec, sampling, validation, plan and cost), the plan types
-and the space's constants. The mutation operators live in :mod:`nasd.space.cnn_mutation`, split
+and the space's constants. The mutation operators live in :mod:`nasd.core.space.cnn_mutation`, split
 out to keep this module small; they import nothing from here, so there is no import cycle.
 """
 
@@ -25,11 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from nasd.core.events import Genotype
+from nasd.core.space._base import SearchSpace
+from nasd.core.space.cnn_mutation import mutate_layers
+from nasd.core.values import is_int
 from nasd.errors import ConfigError, InvalidGenotype
-from nasd.events import Genotype
-from nasd.space._base import SearchSpace
-from nasd.space.cnn_mutation import mutate_layers
-from nasd.values import is_int
 
 POOLS: tuple[str, ...] = ("none", "max", "avg")
 HEADS: tuple[str, ...] = ("flatten", "gap")
@@ -202,7 +202,7 @@ class CnnSpace(SearchSpace):
 
         Operators: change the kernel, filters, stride or pool of one layer; insert a random
         layer; remove a layer (skips re-indexed); add or remove one skip connection. They live
-        in :mod:`nasd.space.cnn_mutation`.
+        in :mod:`nasd.core.space.cnn_mutation`.
         """
         self.validate(genotype)
         layers = mutate_layers(
