@@ -115,4 +115,4 @@ class ProgressView:
             report.best_summary(self.config.name, best, build_space(self.config.space)),
             file=self.out,
         )
-        print(f"  database: {self.db}", file=self.out, flush=True)
+        print(f"database: {self.db}", file=self.out, flush=True)
