@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nasd.config import ExperimentConfig
 from nasd.core.events import StrategyEvent, event_kind, event_to_dict
-from nasd.core.objective import Best, BestSoFar, Objective
+from nasd.core.objective import Best, BestSoFar
 from nasd.core.space import SearchSpace, build_space
 from nasd.core.strategy import Candidate, Strategy, build_strategy
 from nasd.engine.records import ExperimentStatus
@@ -25,6 +25,7 @@ class ExperimentRuntime:
     config: ExperimentConfig
     space: SearchSpace
     strategy: Strategy
+    best_so_far: BestSoFar  # ranks by the strategy's own objective (see :meth:`create`)
     status: ExperimentStatus = ExperimentStatus.RUNNING
     next_trial_id: int = 0
     finished: int = 0
@@ -33,7 +34,6 @@ class ExperimentRuntime:
     waiting: bool = False
     last_seq: int = 0
     events_since_snapshot: int = 0
-    best_so_far: BestSoFar = field(default_factory=lambda: BestSoFar(Objective()))
 
     @classmethod
     def create(cls, config: ExperimentConfig) -> ExperimentRuntime:

@@ -24,8 +24,8 @@ class Ledger:
 
     def __init__(self) -> None:
         self._trials: dict[str, LiveTrial] = {}
-        self._pending: dict[str, int] = {}  # job id -> admission number (the queue order)
-        self._admission: dict[str, int] = {}
+        self._pending: set[str] = set()  # the queue, ordered by admission number
+        self._admission: dict[str, int] = {}  # job id -> order in which it was proposed
         self._admitted = 0
         self._agents: dict[str, AgentRecord] = {}
         self._clock = LeaseClock()
@@ -54,7 +54,7 @@ class Ledger:
         A requeued trial keeps its place: retries go before younger trials, and the order is the
         one a rebuild reads back from the database (the order trials were proposed in).
         """
-        return sorted(self._pending, key=self._pending.__getitem__)
+        return sorted(self._pending, key=self._admission.__getitem__)
 
     @property
     def pending_count(self) -> int:
@@ -100,13 +100,13 @@ class Ledger:
         trial.status = TrialStatus.PENDING
         trial.agent = None
         self._track(trial)
-        self._pending[trial.job_id] = self._admission[trial.job_id]
+        self._pending.add(trial.job_id)
 
     def lease(self, trial: LiveTrial, agent: str, expires_at: float) -> int:
         """Lease a pending trial to ``agent`` under a new epoch (returned); times the lease."""
         if trial.job_id not in self._pending:
             raise ValueError(f"trial {trial.job_id} is not pending")
-        del self._pending[trial.job_id]
+        self._pending.remove(trial.job_id)
         trial.epoch += 1
         trial.status = TrialStatus.RUNNING
         trial.agent = agent
@@ -123,12 +123,12 @@ class Ledger:
         """End the trial's lease (if any) and put it back at the end of the queue."""
         self._release(trial)
         trial.status = TrialStatus.PENDING
-        self._pending[trial.job_id] = self._admission[trial.job_id]
+        self._pending.add(trial.job_id)
 
     def retire(self, trial: LiveTrial) -> None:
         """Forget a trial that finished (any way): lease, queue entry and all."""
         self._release(trial)
-        self._pending.pop(trial.job_id, None)
+        self._pending.discard(trial.job_id)
         del self._trials[trial.job_id]
         del self._admission[trial.job_id]
 
@@ -139,7 +139,7 @@ class Ledger:
         """
         self._track(trial)
         if trial.status is TrialStatus.PENDING:
-            self._pending[trial.job_id] = self._admission[trial.job_id]
+            self._pending.add(trial.job_id)
         elif trial.agent is not None:
             self.agent(trial.agent).leases.add(trial.job_id)
             self._clock.start(trial.job_id, trial.epoch, expires_at)

@@ -148,12 +148,12 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def _compile(message_type: str) -> _MessageSchema:
     schema = load_schema(message_type)
-    where = schema_dir() / f"{message_type}.json"
     try:
         # In this order: fastjsonschema rewrites the $ref strings of the schema in place.
         integer_paths = _IntegerSurvey(schema).paths()
         check = fastjsonschema.compile(schema, use_default=False)
     except (_Unsupported, JsonSchemaDefinitionException) as exc:
+        where = schema_dir() / f"{message_type}.json"
         raise ConfigError(f"cannot compile schema {where}: {exc}") from exc
     compiled = _MessageSchema(check, integer_paths)
     _cache[message_type] = compiled
