@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="seconds between progress heartbeats (default: 2)",
     )
+    parser.add_argument(
+        "--trainer",
+        action="append",
+        default=[],
+        dest="trainers",
+        metavar="PATH_OR_NAME",
+        help="also offer this trainer, a 'package.module:function' path (repeatable; also"
+        " $NASD_AGENT_TRAINERS, comma-separated). Built-ins and installed 'nasd.trainers' entry"
+        " points are always offered; nothing else is ever imported",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -86,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from agents.probe import parse_device, probe_hardware
+    from agents.trainers import configured_trainers, offered_trainers
     from agents.worker import Agent, AgentOptions
     from nasd.core.wire import check_agent_id, preload
     from nasd.mqtt import BrokerUrl
@@ -111,6 +122,8 @@ async def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    trainers = tuple(configured_trainers(args.trainers, os.environ))
+    offered_trainers(trainers)  # a bad entry is reported now, not after the benchmark
     spool = args.spool or Path.home() / ".local" / "state" / "nasd-agent" / name
     checkpoints = args.checkpoints or spool.parent / "checkpoints" / name
     profile = await asyncio.to_thread(
@@ -126,6 +139,7 @@ async def _run(args: argparse.Namespace) -> int:
             slots=args.slots,
             checkpoint_dir=checkpoints,
             heartbeat_s=args.heartbeat,
+            trainers=trainers,
         )
     )
     loop = asyncio.get_running_loop()

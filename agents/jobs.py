@@ -1,4 +1,4 @@
-"""A job while an agent trains it: lease epoch, progress so far, and the switch that stops it.
+"""A job while an agent trains it: its lease, progress so far, and the switch that stops it.
 
 The trainer runs in a worker thread and sees only :class:`JobContext`; progress it reports is
 handed to the event loop (heartbeats read it there), and the stop switch is a thread-safe event.
@@ -16,10 +16,15 @@ __all__ = ["JobContext", "RunningJob"]
 
 @dataclass(slots=True)
 class RunningJob:
-    """A job being trained: its lease epoch, progress so far, and its stop switch."""
+    """A job being trained: its lease (epoch and token), progress so far, and its stop switch.
+
+    ``token`` is the lease token of ``epoch`` from the daemon's ``trial.assign``: every result
+    for the job echoes it, and only a ``trial.cancel`` carrying it stops the job.
+    """
 
     job_id: str
     epoch: int
+    token: str
     started_at: float
     stop: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False

@@ -136,15 +136,21 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
 
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
-    """The ``[daemon]`` table of ``nasd.toml``: where the broker and the database are."""
+    """The ``[daemon]`` table of ``nasd.toml``: where the broker and the database are.
+
+    ``experiments`` and ``log_level`` are read again on SIGHUP (``nasd serve`` reloads them);
+    ``log_level`` None leaves the level of the command line (``nasd --log-level``).
+    """
 
     broker: str = DEFAULT_BROKER
     db: str = DEFAULT_DB
     client_id: str = DEFAULT_CLIENT_ID
     experiments: tuple[str, ...] = field(default=())
+    log_level: str | None = None
 
 
-_DAEMON_KEYS = {"broker", "db", "client_id", "experiments"}
+_DAEMON_KEYS = {"broker", "db", "client_id", "experiments", "log_level"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def load_daemon_settings(path: str | Path) -> DaemonSettings:
@@ -163,9 +169,14 @@ def load_daemon_settings(path: str | Path) -> DaemonSettings:
         raise ConfigError(
             f"{path}: unknown key daemon.{unknown[0]} (known: {', '.join(sorted(_DAEMON_KEYS))})"
         )
-    for key in ("broker", "db", "client_id"):
+    for key in ("broker", "db", "client_id", "log_level"):
         if key in table and not isinstance(table[key], str):
             raise ConfigError(f"{path}: daemon.{key} must be a string")
+    log_level = table.get("log_level")
+    if log_level is not None and log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"{path}: daemon.log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}"
+        )
     experiments = table.get("experiments", [])
     if not isinstance(experiments, list) or not all(isinstance(e, str) for e in experiments):
         raise ConfigError(f"{path}: daemon.experiments must be a list of file paths")
@@ -175,4 +186,5 @@ def load_daemon_settings(path: str | Path) -> DaemonSettings:
         db=str((path.parent / db) if not Path(db).is_absolute() else db),
         client_id=table.get("client_id", DEFAULT_CLIENT_ID),
         experiments=tuple(str(path.parent / e) for e in experiments),
+        log_level=log_level,
     )

@@ -11,10 +11,12 @@ On teardown the broker's log tail is printed, so a failing test shows it under "
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.brokers import (
     MOSQUITTO_MISSING,
@@ -23,6 +25,17 @@ from tests.brokers import (
     MosquittoProcess,
     ThreadedEmbeddedBroker,
 )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Undo a test's ``nasd.logs.configure``: a CLI ``main()`` run in-process binds structlog to
+    the ``sys.stderr`` of that moment, a capture stream pytest closes after the test, and every
+    later log line would then fail with "I/O operation on closed file"."""
+    yield
+    structlog.reset_defaults()
+    for handler in list(logging.root.handlers):
+        logging.root.removeHandler(handler)
 
 
 def _mosquitto_in(workdir: Path) -> Iterator[MosquittoProcess]:

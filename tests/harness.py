@@ -106,12 +106,20 @@ def port_is_closed(host: str, port: int) -> bool:
 def python_env() -> dict[str, str]:
     """This environment with the repository on ``PYTHONPATH`` and one OpenMP thread per process.
 
-    One thread keeps torch-using agents from oversubscribing a small machine's cores.
+    One thread keeps torch-using agents from oversubscribing a small machine's cores. Agents
+    started with it also offer the test trainers (:data:`TEST_TRAINERS`, through
+    ``$NASD_AGENT_TRAINERS``): an agent runs no ``module:function`` trainer it was not told to.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("OMP_NUM_THREADS", "1")
+    listed = [t.strip() for t in env.get("NASD_AGENT_TRAINERS", "").split(",") if t.strip()]
+    env["NASD_AGENT_TRAINERS"] = ",".join(dict.fromkeys([*listed, *TEST_TRAINERS]))
     return env
+
+
+TEST_TRAINERS = ("tests.integration.trainers:sleepy", "tests.faults.trainer:train")
+"""The ``module:function`` trainers the integration tests, fault suite and benchmarks use."""
 
 
 def spawn(
@@ -218,6 +226,8 @@ def mosquitto_config(
     max_queued_messages: int = 10_000,
     log_types: Sequence[str] = VERBOSE_LOG,
     extra: str = "",
+    allow_anonymous: bool = True,
+    persistence_dir: Path | None = None,
 ) -> str:
     """A Mosquitto config: one anonymous loopback listener, no persistence, log to stderr.
 
@@ -225,12 +235,28 @@ def mosquitto_config(
     Nagle's algorithm meeting delayed ACKs. ``max_inflight_messages`` 0 means unlimited (the
     benchmark's setting, so the broker never holds back PUBLISHes awaiting PUBACKs); deep queues
     let fault-injection tests and benchmarks measure nasd rather than broker limits. ``extra``
-    is appended as is (another listener with TLS, say).
+    is appended as is (another listener with TLS, say; or ``password_file`` and ``acl_file``
+    lines, with ``allow_anonymous=False`` so that every client needs an account).
+
+    With ``persistence_dir``, Mosquitto's default persistence instead of none: ``persistence
+    true`` with its database in that directory, saved on a clean shutdown and every
+    ``autosave_interval`` (1800 s by default), so a restart after SIGKILL brings back the last
+    save. ``user`` names the current user so that a broker started as root may write there.
     """
+    if persistence_dir is None:
+        persistence = ["persistence false"]
+    else:
+        import pwd
+
+        persistence = [
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+            "persistence true",
+            f"persistence_location {persistence_dir}/",
+        ]
     lines = [
         f"listener {port} {host}",
-        "allow_anonymous true",
-        "persistence false",
+        f"allow_anonymous {'true' if allow_anonymous else 'false'}",
+        *persistence,
         "set_tcp_nodelay true",
         f"max_queued_messages {max_queued_messages}",
         f"max_inflight_messages {max_inflight_messages}",
@@ -263,13 +289,17 @@ class MosquittoProcess:
         max_inflight_messages: int = 100,
         max_queued_messages: int = 10_000,
         log_types: Sequence[str] = VERBOSE_LOG,
+        allow_anonymous: bool = True,
+        persistence_dir: Path | None = None,
     ) -> None:
         self.binary = find_mosquitto()
+        self.persistence_dir = persistence_dir
         self.workdir = workdir
         self._host = host
         self._port = port if port is not None else free_port(host)
         self._port_was_chosen = port is None
         self.extra_config = extra_config
+        self.allow_anonymous = allow_anonymous
         self._limits = (max_inflight_messages, max_queued_messages, tuple(log_types))
         self.config_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
@@ -319,6 +349,8 @@ class MosquittoProcess:
                     max_queued_messages=queued,
                     log_types=log_types,
                     extra=self.extra_config,
+                    allow_anonymous=self.allow_anonymous,
+                    persistence_dir=self.persistence_dir,
                 ),
                 encoding="utf-8",
             )

@@ -7,6 +7,12 @@
 2. an entry point in the ``nasd.trainers`` group, so a third-party package can add trainers;
 3. a ``package.module:function`` import path.
 
+An agent runs only the trainers it *offers* (:func:`offered_trainers`): the built-ins, the installed
+entry points, and the ``module:function`` paths its own operator listed (``--trainer``,
+``$NASD_AGENT_TRAINERS``). A name from anywhere else (a forged assign, a hostile ``submit``) is
+refused by :func:`require_offered` before anything is imported: importing a module runs its
+code, so the module name in a message must never choose what the agent imports.
+
 Built-in modules are imported only when asked for, so ``import agents.trainers`` stays cheap and
 the agent starts fast. See :mod:`agents.trainers._base` for the interface a trainer implements.
 """
@@ -14,6 +20,8 @@ the agent starts fast. See :mod:`agents.trainers._base` for the interface a trai
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Collection, Iterable, Mapping
 from importlib.metadata import entry_points
 
 from agents.trainers._base import (
@@ -27,16 +35,28 @@ from nasd.errors import ConfigError
 
 __all__ = [
     "BUILTIN_TRAINERS",
+    "TRAINERS_ENV",
     "TrainContext",
     "TrainFn",
     "TrainRequest",
     "TrainResult",
+    "TrainerNotOffered",
     "TrainingStopped",
     "UnknownTrainer",
+    "configured_trainers",
+    "installed_trainers",
     "load_trainer",
+    "offered_trainers",
+    "require_offered",
 ]
 
 ENTRY_POINT_GROUP = "nasd.trainers"
+TRAINERS_ENV = "NASD_AGENT_TRAINERS"
+"""Environment variable: comma-separated trainers an agent offers beyond the installed ones."""
+MAX_OFFERED = 256
+"""At most this many trainer names in an agent's profile (the ``agent.state`` schema's limit)."""
+_TRAINER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}(:[A-Za-z_][A-Za-z0-9_]{0,63})?")
+"""A trainer name as the wire schemas allow it: a plain name or ``package.module:function``."""
 
 BUILTIN_TRAINERS: dict[str, str] = {
     "mnist1d": "agents.trainers.mnist1d:train",
@@ -49,6 +69,10 @@ BUILTIN_TRAINERS: dict[str, str] = {
 
 class UnknownTrainer(ConfigError, ValueError):
     """No trainer answers to a name, or what the name points at is not a callable trainer."""
+
+
+class TrainerNotOffered(UnknownTrainer):
+    """A task names a trainer this agent does not offer; nothing was imported for it."""
 
 
 def _import_path(path: str, name: str) -> TrainFn:
@@ -74,7 +98,9 @@ def load_trainer(name: str) -> TrainFn:
     """The trainer function ``name`` refers to (see the module docstring for the search order).
 
     Raises :class:`UnknownTrainer` (a ``ValueError`` and a ``ConfigError``) listing the built-ins
-    when nothing matches, or when the match is not callable or cannot be imported.
+    when nothing matches, or when the match is not callable or cannot be imported. This imports
+    what ``name`` points at: an agent calls it only for a name it offers (:func:`require_offered`),
+    never for one it merely read in a message.
     """
     if name in BUILTIN_TRAINERS:
         return _import_path(BUILTIN_TRAINERS[name], name)
@@ -97,3 +123,61 @@ def load_trainer(name: str) -> TrainFn:
         f"unknown trainer {name!r}: expected one of {sorted(BUILTIN_TRAINERS)}, an entry point in "
         f"the {ENTRY_POINT_GROUP!r} group, or a 'package.module:function' path"
     )
+
+
+def installed_trainers() -> set[str]:
+    """The built-in names and the names of installed ``nasd.trainers`` entry points.
+
+    Reads package metadata only: no entry point is loaded, no module imported.
+    """
+    names = set(BUILTIN_TRAINERS)
+    names.update(entry_point.name for entry_point in entry_points(group=ENTRY_POINT_GROUP))
+    return names
+
+
+def configured_trainers(flags: Iterable[str], environ: Mapping[str, str]) -> list[str]:
+    """The trainers an operator listed: ``--trainer`` flags, then ``$NASD_AGENT_TRAINERS``.
+
+    The variable holds comma-separated names; blanks around and between them are ignored.
+    """
+    from_env = environ.get(TRAINERS_ENV, "")
+    return [*flags, *(part.strip() for part in from_env.split(",") if part.strip())]
+
+
+def offered_trainers(configured: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every trainer name an agent offers: installed ones plus ``configured``, sorted.
+
+    A configured entry is a ``package.module:function`` path, or the name of an installed trainer
+    (redundant but harmless). Raises :class:`ConfigError` for a malformed entry, a plain name that
+    nothing installed answers to, or more than :data:`MAX_OFFERED` names in all.
+    """
+    installed = installed_trainers()
+    names = set(installed)
+    for entry in configured:
+        if not isinstance(entry, str) or not _TRAINER_NAME.fullmatch(entry):
+            raise ConfigError(
+                f"trainer {str(entry)[:200]!r}: expected an installed trainer's name or a"
+                " 'package.module:function' path"
+            )
+        if ":" not in entry and entry not in installed:
+            raise ConfigError(
+                f"trainer {entry!r}: not a built-in ({', '.join(sorted(BUILTIN_TRAINERS))}) or an"
+                f" installed {ENTRY_POINT_GROUP!r} entry point; give a 'package.module:function'"
+                " path instead"
+            )
+        names.add(entry)
+    if len(names) > MAX_OFFERED:
+        raise ConfigError(
+            f"an agent offers at most {MAX_OFFERED} trainers, this one would offer {len(names)}"
+        )
+    return tuple(sorted(names))
+
+
+def require_offered(name: str, offered: Collection[str]) -> None:
+    """Raise :class:`TrainerNotOffered` unless ``name`` is in ``offered`` (imports nothing).
+
+    The agent calls this before it loads a task's trainer, so a name that is not offered never
+    reaches :func:`load_trainer`.
+    """
+    if name not in offered:
+        raise TrainerNotOffered(f"trainer {name[:200]!r} is not offered by this agent")

@@ -10,7 +10,8 @@ genotype describes, trains it for ``request.epochs`` (or its task default), call
 
 Trainers run in a worker thread, off the agent's event loop. They are found by name through
 :func:`agents.trainers.load_trainer`: a built-in name, an entry point in the ``nasd.trainers``
-group, or a ``module:function`` import path.
+group, or a ``module:function`` import path; an agent runs a path only if its own configuration
+lists it (``nasd-agent --trainer``, ``$NASD_AGENT_TRAINERS``).
 """
 
 from __future__ import annotations

@@ -13,30 +13,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nasd.cli import ops
+from nasd.cli.options import add_db as _add_db
+from nasd.cli.options import broker_url as _broker
+from nasd.cli.options import db_path as _db_path
 from nasd.errors import ConfigError, NasdError
 
 if TYPE_CHECKING:  # imported lazily at run time: `nasd --help` must not load the whole daemon
     import sqlite3
 
-    from nasd.config import DaemonSettings
-    from nasd.mqtt import BrokerUrl
 
 EXIT_USAGE = 2
-
-
-def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        type=Path,
-        default=None,
-        help="SQLite database (default: [daemon].db of --config, or $NASD_DB)",
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="daemon settings file (nasd.toml) to take the database from",
-    )
+EXIT_BROKEN_PIPE = 141
+"""``nasd export | head``: the reader closed the pipe early (128 + SIGPIPE, like other tools)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,57 +88,85 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for other machines)"
     )
     broker.add_argument("--port", type=int, default=1883)
+
+    ops.add_parsers(sub)
+    doctor = sub.add_parser("doctor", help="check config, database, broker, daemon, clocks, agents")
+    _add_doctor_arguments(doctor)
+    credentials = sub.add_parser(
+        "agent-credentials", help="create and manage agents' broker users (Mosquitto)"
+    )
+    _add_credentials_arguments(credentials)
     return parser
 
 
+def _add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    from nasd.cli import doctor
+
+    doctor.add_arguments(parser)
+
+
+def _add_credentials_arguments(parser: argparse.ArgumentParser) -> None:
+    """Delegated to :mod:`nasd.cli.credentials`; without it the command says it is missing."""
+    credentials = _credentials_module()
+    if credentials is None:
+        parser.set_defaults(credentials_missing=True)
+        return
+    credentials.add_arguments(parser)
+
+
+def _credentials_module() -> Any:
+    """:mod:`nasd.cli.credentials`, or None where it is not installed (imported by name)."""
+    import importlib
+
+    try:
+        return importlib.import_module("nasd.cli.credentials")
+    except ModuleNotFoundError as exc:
+        if exc.name != "nasd.cli.credentials":
+            raise
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status.
+
+    A reader that closes stdout early (``nasd export ... | head``) ends the command quietly with
+    :data:`EXIT_BROKEN_PIPE`, as ``SIGPIPE`` ends other Unix tools: no traceback, and nothing
+    more is written to the closed pipe (stdout is pointed at ``/dev/null`` so that the flush at
+    interpreter exit cannot fail again).
+    """
     args = build_parser().parse_args(argv)
     from nasd.logs import configure
 
     try:
         if args.command == "run":
-            return _cmd_run(args)
-        configure(args.log_level)
-        handler = _HANDLERS[args.command]
-        return handler(args)
+            status = _cmd_run(args)
+        else:
+            configure(args.log_level)
+            handler = _HANDLERS[args.command]
+            status = handler(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return status
     except NasdError as exc:
         print(f"nasd {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at ``/dev/null`` after its reader went away (see :func:`main`)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (a test's StringIO): nothing to do
+        pass
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _settings(path: Path | None) -> DaemonSettings | None:
-    from nasd.config import load_daemon_settings
-
-    return load_daemon_settings(path) if path is not None else None
-
-
-def _db_path(args: argparse.Namespace) -> Path:
-    if args.db is not None:
-        return Path(args.db)
-    settings = _settings(args.config)
-    if settings is not None:
-        return Path(settings.db)
-    if os.environ.get("NASD_DB"):
-        return Path(os.environ["NASD_DB"])
-    raise ConfigError("which database? pass --db PATH (or --config nasd.toml, or set NASD_DB)")
-
-
-def _broker(args: argparse.Namespace) -> BrokerUrl:
-    from nasd.mqtt import BrokerUrl
-
-    url = args.broker or os.environ.get("NASD_BROKER")
-    if url is None:
-        settings = _settings(args.config)
-        url = settings.broker if settings is not None else None
-    if url is None:
-        raise ConfigError("which broker? pass --broker mqtt://HOST:1883 (or --config nasd.toml)")
-    return BrokerUrl.parse(url)
 
 
 def _reader(args: argparse.Namespace) -> sqlite3.Connection:
@@ -211,6 +228,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         broker=BrokerUrl.parse(args.broker or settings.broker),
         db=Path(args.db or settings.db),
         client_id=settings.client_id,
+        settings=args.config,  # SIGHUP re-reads it
+        log_level=settings.log_level,
     )
     run(Daemon(options, experiments).run())
     return 0
@@ -237,7 +256,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from nasd.store import queries
 
     if args.broker is not None and args.db is None:
-        data = _control(args, "status", {})
+        from nasd.aio import run
+        from nasd.cli.client import fetch_status
+
+        # Every page of the daemon's reply (it pages agents and experiments so that each reply
+        # fits in a message), merged into the same shape as the database's answer.
+        data = run(fetch_status(_broker(args)))
     else:
         conn = _reader(args)
         try:
@@ -300,6 +324,19 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from nasd.cli import doctor
+
+    return doctor.run(args)
+
+
+def _cmd_agent_credentials(args: argparse.Namespace) -> int:
+    credentials = _credentials_module()
+    if credentials is None or getattr(args, "credentials_missing", False):
+        raise ConfigError("agent-credentials is not available in this installation")
+    return int(credentials.run(args))
+
+
 _HANDLERS = {
     "serve": _cmd_serve,
     "submit": _cmd_submit,
@@ -310,4 +347,8 @@ _HANDLERS = {
     "best": _cmd_best,
     "export": _cmd_export,
     "broker": _cmd_broker,
+    "backup": ops.cmd_backup,
+    "restore": ops.cmd_restore,
+    "doctor": _cmd_doctor,
+    "agent-credentials": _cmd_agent_credentials,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +44,12 @@ def delete_database(db: Path) -> None:
 
 
 async def _spawn_agent(
-    url: str, index: int, count: int, run_dir: Path, benchmark_seconds: float
+    url: str, index: int, count: int, run_dir: Path, benchmark_seconds: float, trainer: str
 ) -> asyncio.subprocess.Process:
     threads = max(1, (os.cpu_count() or 1) // count)
     name = f"local-{index}"
+    # Agents run only the trainers they offer: a user's module:function must be named to them.
+    offer = ["--trainer", trainer] if ":" in trainer else []
     log_file = (run_dir / f"agent-{index}.log").open("ab")
     try:
         return await asyncio.create_subprocess_exec(
@@ -69,6 +72,7 @@ async def _spawn_agent(
             str(run_dir / "checkpoints"),
             "--benchmark-seconds",
             str(benchmark_seconds),
+            *offer,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -122,7 +126,12 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcom
                 await _until_ready(group, daemon, daemon_task)
                 agents = [
                     await _spawn_agent(
-                        broker.url, i, options.agents, run_dir, options.benchmark_seconds
+                        broker.url,
+                        i,
+                        options.agents,
+                        run_dir,
+                        options.benchmark_seconds,
+                        options.config.trainer,
                     )
                     for i in range(options.agents)
                 ]
@@ -182,8 +191,8 @@ async def _stop_agents(agents: list[asyncio.subprocess.Process]) -> None:
 
 def _already_complete(db: Path, config: ExperimentConfig) -> bool:
     """True if the database holds this experiment, finished, at this budget or more."""
-    if not db.exists():
-        return False
+    if not db.exists() or _has_no_tables(db):
+        return False  # a first run killed before the schema existed: the daemon creates it
     conn = open_reader(db)
     try:
         summary = queries.experiment_summary(conn, config.name)
@@ -205,3 +214,17 @@ def _best(db: Path, name: str) -> dict[str, Any] | None:
 def default_db(config: ExperimentConfig) -> Path:
     """Where ``nasd run`` keeps an experiment's database unless ``--db`` says otherwise."""
     return Path("runs") / f"{config.name}.db"
+
+
+def _has_no_tables(db: Path) -> bool:
+    """True for an empty SQLite file (read-only look; a foreign file is refused later)."""
+    try:
+        conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False  # not a database: open_reader says so in one line
+    finally:
+        conn.close()

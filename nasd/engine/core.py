@@ -6,14 +6,31 @@ to publish once the transaction has committed (acks, assignments, cancels, event
 unexpected raises, the transaction rolls back and the daemon exits; the next start rebuilds the
 engine from the database (:mod:`nasd.engine.rebuild`), so memory never outlives a lost commit.
 
-Result policy (DESIGN.md section 3): a result is accepted from an agent only for a ``(job_id,
-epoch)`` that was leased to that very agent. The first accepted result finishes the trial, even one
-from an older epoch whose lease had expired (work done is not wasted); the newer lease is then
-cancelled. Results for finished trials are duplicates: acknowledged and ignored.
+Result policy (DESIGN.md section 3): a result counts only for a ``(job_id, epoch)`` that was
+leased to the agent whose topic it came on, and only if it echoes that lease's token
+(:func:`nasd.engine.security.lease_token`, sent in ``trial.assign``). The first such result
+finishes the trial, even one from an older epoch whose lease had expired (work done is not
+wasted); the newer lease is then cancelled. Anything else is refused, counted as a
+``security.<kind>`` event, not acknowledged, and changes nothing else:
+
+* ``never_issued``: the epoch was never leased for that job;
+* ``wrong_agent``: the lease is another agent's (the topic names the sender);
+* ``bad_token``: the right agent's topic, the wrong token (a forgery by anyone who can publish
+  there but cannot read the agent's assignments).
+
+A result for a finished trial is a duplicate: acknowledged (echoing its token, so the agent's
+spool drains) only if it passes the same checks against the stored lease. A result for a job this
+database never proposed (e.g. spooled before a ``--fresh`` start) cannot be checked: there is no
+lease to hold it against. It is acknowledged so the spool drains, stores nothing, and is counted
+as ``unknown_job`` so that a flood of them shows in ``nasd status``.
+
+Agents come and go through :class:`nasd.engine.roster.Roster` (births, strangers refused, pruning,
+strikes and quarantine); the engine re-runs the trials of an agent that leaves.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,12 +41,15 @@ import structlog
 from nasd.config import ExperimentConfig
 from nasd.core.events import TrialFailed, TrialSucceeded
 from nasd.core.wire import MessageType
-from nasd.engine import control
+from nasd.engine import control, security
 from nasd.engine.ledger import Ledger
 from nasd.engine.lifecycle import Experiments
 from nasd.engine.outbox import Outbox, assign_message
 from nasd.engine.records import EventKind, LeaseStatus, LiveTrial, Outbound, TrialStatus
+from nasd.engine.roster import Roster
+from nasd.engine.security import SecurityKind, token_matches
 from nasd.engine.work import Planner
+from nasd.faults import crash_point
 from nasd.store import repo
 
 log = structlog.get_logger("nasd.engine")
@@ -52,9 +72,11 @@ class Engine:
     The engine wires them together and implements the agent-facing protocol.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lease_secret: bytes) -> None:
+        self.lease_secret = lease_secret
         self.ledger = Ledger()
-        self._outbox = Outbox()
+        self.roster = Roster(self.ledger)
+        self._outbox = Outbox(lease_secret)
         self.experiments = Experiments(self.ledger, self._outbox)
         self._planner = Planner(self.experiments, self.ledger, self._outbox)
 
@@ -72,7 +94,7 @@ class Engine:
                 case MessageType.TRIAL_PROGRESS:
                     self._on_progress(agent, message.body, now)
                 case MessageType.AGENT_READY:
-                    self._on_ready(conn, agent, message.body, now)
+                    self.roster.ready(conn, agent, message.body, now)
                 case MessageType.AGENT_STATE:
                     self._on_agent_state(conn, agent, message.body, now)
                 case MessageType.CONTROL_REQUEST:
@@ -87,16 +109,52 @@ class Engine:
         self.experiments.finish_complete(conn, now)
         return self._outbox.drain()
 
+    def note_link(self, up: bool, now: float) -> None:
+        """Whether the daemon's broker link is up, told before each batch.
+
+        While it is down, and for one lease TTL after it is back, expired leases say nothing
+        about their agents: heartbeats could not reach the daemon, and jobs it leased meanwhile
+        could not reach them. Those expiries are no strikes, so a partition of the daemon's own
+        never quarantines every honest agent (found by the fault suite's partition test).
+        """
+        if not up:
+            self.roster.blind_until = math.inf
+        elif self.roster.blind_until == math.inf:
+            longest = max((e.config.lease_ttl_s for e in self.experiments.values()), default=0.0)
+            self.roster.blind_until = now + longest
+
     def submit(
-        self, conn: sqlite3.Connection, config: ExperimentConfig, now: float
+        self,
+        conn: sqlite3.Connection,
+        config: ExperimentConfig,
+        now: float,
+        *,
+        check_trainer: bool = False,
     ) -> dict[str, Any]:
-        """Create (or extend, see :meth:`Experiments.submit`) an experiment."""
-        return self.experiments.submit(conn, config, now)
+        """Create (or extend, see :meth:`Experiments.submit`) an experiment.
+
+        ``check_trainer``: refuse a new experiment whose trainer no online agent offers (a
+        submit over MQTT); configs the daemon starts with are taken as they are.
+        """
+        return self.experiments.submit(conn, config, now, check_trainer=check_trainer)
+
+    def note_security(
+        self,
+        conn: sqlite3.Connection,
+        kind: SecurityKind,
+        source: str | None,
+        detail: str,
+        now: float,
+        count: int = 1,
+    ) -> None:
+        """Log and count ``count`` refused inputs (:mod:`nasd.engine.security`); nothing else
+        changes."""
+        security.note(conn, kind, source, detail, now, count)
 
     def assignments_to_resend(self) -> list[Outbound]:
         """``trial.assign`` for every active lease: published again after (re)connecting."""
         return [
-            assign_message(trial, self.experiments[trial.experiment].config)
+            assign_message(trial, self.experiments[trial.experiment].config, self.lease_secret)
             for trial in self.ledger.running()
         ]
 
@@ -109,46 +167,13 @@ class Engine:
     def _on_agent_state(
         self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
     ) -> None:
-        record = self.ledger.agent(name)
         if body["state"] == "online":
-            profile = dict(body["profile"])
-            record.online = True
-            record.draining = False
-            record.profile = profile
-            record.slots = int(profile["slots"])
-            record.throughput = float(profile["throughput"])
-            repo.upsert_agent(conn, name, profile, record.slots, True, now)
-            log.info("agent.online", agent=name, slots=record.slots, device=profile["device"])
+            self.roster.birth(conn, name, dict(body["profile"]), now)
             return
-        was_online = record.online
-        record.online = False
-        record.draining = False
-        repo.upsert_agent(conn, name, None, None, False, now)
-        for job_id in sorted(record.leases):
+        for job_id in self.roster.offline(conn, name, now):
             trial = self.ledger.get(job_id)
             if trial is not None and trial.status is TrialStatus.RUNNING:
                 self._lease_lost(conn, trial, LeaseStatus.EXPIRED, "agent went offline", now)
-        if was_online:
-            log.info("agent.offline", agent=name)
-
-    def _on_ready(
-        self, conn: sqlite3.Connection, name: str, body: Mapping[str, Any], now: float
-    ) -> None:
-        record = self.ledger.agent(name)
-        slots = int(body["slots"])
-        if not record.online or record.slots != slots or record.draining:
-            record.online = True
-            record.slots = slots
-            record.draining = False
-            repo.upsert_agent(conn, name, None, slots, True, now)
-
-    def _drain(self, conn: sqlite3.Connection, name: str) -> None:
-        """``name`` handed work back: give it none until it announces ``ready`` again."""
-        record = self.ledger.agent(name)
-        if not record.draining:
-            record.draining = True
-            repo.set_agent_draining(conn, name, True)
-            log.info("agent.draining", agent=name)
 
     # -- trials ---------------------------------------------------------------------------------
 
@@ -156,6 +181,11 @@ class Engine:
         trial = self.ledger.get(str(body["job_id"]))
         epoch = int(body["epoch"])
         if trial is None or trial.assignments.get(epoch) != name:
+            return
+        # A heartbeat without its lease's token is ignored, not counted: heartbeats are frequent
+        # QoS 0 messages and counting each would turn a flood into database writes.
+        if not security.token_matches(self.lease_secret, trial.job_id, epoch, body["token"]):
+            log.debug("progress.bad_token", job_id=trial.job_id, agent=name)
             return
         ttl = self.experiments[trial.experiment].config.lease_ttl_s
         self.ledger.renew(trial.job_id, epoch, now + ttl)
@@ -165,31 +195,21 @@ class Engine:
     ) -> None:
         job_id = str(body["job_id"])
         epoch = int(body["epoch"])
+        token = str(body["token"])
         trial = self.ledger.get(job_id)
         if trial is None:
-            # Finished (a duplicate) or unknown (e.g. from before a --fresh start): ack either way
-            # so the agent's spool drains; nothing is stored.
-            known = repo.trial_exists(conn, job_id)
-            log.info(
-                "result.duplicate" if known else "result.unknown_job", job_id=job_id, agent=name
-            )
-            self._ack(name, job_id, epoch)
+            self._on_result_of_no_live_trial(conn, name, job_id, epoch, token, now)
             return
-        if trial.assignments.get(epoch) != name:
-            log.warning(
-                "result.rejected",
-                job_id=job_id,
-                agent=name,
-                epoch=epoch,
-                reason="no lease for this agent and epoch",
-            )
+        if not self._lease_checks_out(
+            conn, name, job_id, epoch, token, trial.assignments.get(epoch), now
+        ):
             return
         status = body["status"]
         if status == "ok":
             self._succeed(conn, trial, name, epoch, body, now)
         elif status == "released":
             # Handed back (the agent is stopping, or refused the job): never an attempt.
-            self._drain(conn, name)
+            self.roster.drain(conn, name)
             if trial.status is TrialStatus.RUNNING and trial.epoch == epoch:
                 self._lease_lost(
                     conn, trial, LeaseStatus.RELEASED, "handed back", now, count_attempt=False
@@ -197,7 +217,48 @@ class Engine:
         elif trial.status is TrialStatus.RUNNING and trial.epoch == epoch:
             error = str(body.get("error") or "training failed")
             self._lease_lost(conn, trial, LeaseStatus.FAILED, error, now)
-        self._ack(name, job_id, epoch)
+        self._ack(name, job_id, epoch, token)
+
+    def _on_result_of_no_live_trial(
+        self, conn: sqlite3.Connection, name: str, job_id: str, epoch: int, token: str, now: float
+    ) -> None:
+        """A result for a finished trial (a duplicate) or an unknown job: ack, store nothing."""
+        if not repo.trial_exists(conn, job_id):
+            self.note_security(
+                conn, SecurityKind.UNKNOWN_JOB, name, f"result for {job_id} epoch {epoch}", now
+            )
+            self._ack(name, job_id, epoch, token)  # unverifiable, but the spool must drain
+            return
+        holder = repo.lease_holder(conn, job_id, epoch)
+        if self._lease_checks_out(conn, name, job_id, epoch, token, holder, now):
+            log.info("result.duplicate", job_id=job_id, epoch=epoch, agent=name)
+            self._ack(name, job_id, epoch, token)
+
+    def _lease_checks_out(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        job_id: str,
+        epoch: int,
+        token: str,
+        holder: str | None,
+        now: float,
+    ) -> bool:
+        """True if ``(job_id, epoch)`` was leased to ``name`` and ``token`` is its token.
+
+        Otherwise the refusal is counted (see the module docstring) and False returned.
+        """
+        lease = f"{job_id} epoch {epoch}"
+        if holder is None:
+            self.note_security(conn, SecurityKind.NEVER_ISSUED, name, f"{lease}: no lease", now)
+        elif holder != name:
+            detail = f"{lease}: leased to {holder}"
+            self.note_security(conn, SecurityKind.WRONG_AGENT, name, detail, now)
+        elif not token_matches(self.lease_secret, job_id, epoch, token):
+            self.note_security(conn, SecurityKind.BAD_TOKEN, name, f"{lease}: wrong token", now)
+        else:
+            return True
+        return False
 
     def _succeed(
         self,
@@ -210,6 +271,7 @@ class Engine:
     ) -> None:
         exp = self.experiments[trial.experiment]
         metrics = {str(k): float(v) for k, v in body["metrics"].items()}
+        crash_point("result.before_insert")
         repo.insert_result(
             conn,
             trial.job_id,
@@ -228,6 +290,7 @@ class Engine:
             repo.end_lease(conn, trial.job_id, trial.epoch, LeaseStatus.SUPERSEDED, now)
             self._outbox.cancel(trial.agent, trial.job_id, trial.epoch)
         self.ledger.retire(trial)
+        self.roster.trusted_again(conn, name)
         is_best = exp.note_success(trial.trial_id, metrics)
         exp.feed(conn, TrialSucceeded(trial.trial_id, trial.genotype, metrics), now)
         log.info(
@@ -272,8 +335,9 @@ class Engine:
         for trial in self.ledger.expired(now):
             if trial.agent is not None:
                 self._outbox.cancel(trial.agent, trial.job_id, trial.epoch)
+                self.roster.strike(conn, trial.agent, now)
             self._lease_lost(conn, trial, LeaseStatus.EXPIRED, "lease expired", now)
 
-    def _ack(self, agent: str, job_id: str, epoch: int) -> None:
+    def _ack(self, agent: str, job_id: str, epoch: int, token: str) -> None:
         if agent:
-            self._outbox.ack(agent, job_id, epoch)
+            self._outbox.ack(agent, job_id, epoch, token)

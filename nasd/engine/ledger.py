@@ -68,19 +68,38 @@ class Ledger:
             record = self._agents[name] = AgentRecord(name)
         return record
 
+    def find_agent(self, name: str) -> AgentRecord | None:
+        """The record of agent ``name``, or None if it was never born (or was forgotten)."""
+        return self._agents.get(name)
+
     def agents(self) -> Iterator[AgentRecord]:
-        """Every agent ever mentioned."""
+        """Every agent known (born and not forgotten)."""
         return iter(self._agents.values())
 
-    def free_credits(self) -> int:
-        """Slots of online, non-draining agents not covered by an active lease."""
-        return sum(a.free for a in self._agents.values())
+    @property
+    def agent_count(self) -> int:
+        """How many agents are known."""
+        return len(self._agents)
 
-    def capacities(self) -> list[AgentCapacity]:
-        """What the scheduler needs to know about every agent with a free credit."""
-        return [
-            AgentCapacity(a.name, a.free, a.throughput) for a in self._agents.values() if a.free
-        ]
+    def forget_agent(self, name: str) -> None:
+        """Drop an agent that holds no lease (pruned to bound what strangers can create)."""
+        record = self._agents.get(name)
+        if record is not None and record.leases:
+            raise ValueError(f"agent {name} still holds leases")
+        self._agents.pop(name, None)
+
+    def capacities(self, now: float) -> list[AgentCapacity]:
+        """What the scheduler needs to know about every agent with a free credit at ``now``."""
+        out = []
+        for a in self._agents.values():
+            free = a.free_at(now)
+            if free:
+                out.append(AgentCapacity(a.name, free, a.throughput, a.trainers))
+        return out
+
+    def online_trainers(self) -> frozenset[str]:
+        """Every trainer some online agent offers (quarantined or busy ones included)."""
+        return frozenset(t for a in self._agents.values() if a.online for t in a.trainers)
 
     def expired(self, now: float) -> list[LiveTrial]:
         """Running trials whose current lease has run out by ``now`` (their timers stop)."""

@@ -14,14 +14,19 @@ from typing import Any
 import structlog
 
 from nasd.config import ExperimentConfig
+from nasd.engine import security
 from nasd.engine.experiment import ExperimentRuntime
 from nasd.engine.ledger import Ledger
 from nasd.engine.outbox import Outbox
 from nasd.engine.records import EventKind, ExperimentStatus, LeaseStatus, TrialStatus
 from nasd.errors import CommandError
+from nasd.faults import crash_point
 from nasd.store import repo
 
 log = structlog.get_logger("nasd.engine")
+
+MAX_LISTED_TRAINERS = 20
+"""Most trainer names an error message lists (the rest are counted)."""
 
 
 class Experiments(Mapping[str, ExperimentRuntime]):
@@ -63,14 +68,24 @@ class Experiments(Mapping[str, ExperimentRuntime]):
     # -- transitions ------------------------------------------------------------------------------
 
     def submit(
-        self, conn: sqlite3.Connection, config: ExperimentConfig, now: float
+        self,
+        conn: sqlite3.Connection,
+        config: ExperimentConfig,
+        now: float,
+        *,
+        check_trainer: bool = False,
     ) -> dict[str, Any]:
         """Create an experiment.
 
         Resubmitting the same config is a no-op; resubmitting it with another budget changes the
-        budget (a finished search can be extended); any other difference is refused.
+        budget (a finished search can be extended); any other difference is refused. With
+        ``check_trainer`` a new experiment whose trainer no online agent offers is refused
+        (counted as ``trainer_not_offered``): every trial would wait, or fail on an agent that
+        cannot load it (defect 11 of issue 6).
         """
         existing = self._runtimes.get(config.name)
+        if check_trainer and existing is None:
+            self._check_trainer(conn, config, now)
         if existing is not None:
             same_but_budget = existing.config.with_budget(config.budget).to_json()
             if existing.config.budget != config.budget and same_but_budget == config.to_json():
@@ -92,6 +107,27 @@ class Experiments(Mapping[str, ExperimentRuntime]):
             strategy=config.strategy_name,
         )
         return {"experiment": config.name, "created": True, "status": runtime.status.value}
+
+    def _check_trainer(
+        self, conn: sqlite3.Connection, config: ExperimentConfig, now: float
+    ) -> None:
+        offered = sorted(self._ledger.online_trainers())
+        if config.trainer in offered:
+            return
+        listed = ", ".join(offered[:MAX_LISTED_TRAINERS]) or "none"
+        if len(offered) > MAX_LISTED_TRAINERS:
+            listed += f" and {len(offered) - MAX_LISTED_TRAINERS} more"
+        trainer = config.trainer[:200]
+        security.note(
+            conn,
+            security.SecurityKind.TRAINER_NOT_OFFERED,
+            None,
+            f"experiment {config.name[:64]!r}: trainer {trainer!r}",
+            now,
+        )
+        raise CommandError(
+            f"no online agent offers trainer {trainer!r} (online agents offer: {listed})"
+        )
 
     def _change_budget(
         self,
@@ -180,5 +216,7 @@ class Experiments(Mapping[str, ExperimentRuntime]):
 
     def snapshot_all(self, conn: sqlite3.Connection, now: float) -> None:
         """Save every strategy's state that changed since its last snapshot (at shutdown)."""
-        for exp in self._runtimes.values():
+        for index, exp in enumerate(self._runtimes.values()):
+            if index == 1:
+                crash_point("snapshot.middle")  # the first snapshot is written, the rest are not
             exp.maybe_snapshot(conn, now, force=True)

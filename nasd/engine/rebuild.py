@@ -3,7 +3,8 @@
 For each experiment: build its strategy from the config, load the latest snapshot, and replay the
 logged strategy events after it, in order. Live trials come back from ``trials`` (pending ones in
 their original order, running ones with their lease epoch and a fresh lease TTL). Agents start
-offline until they are heard from: their retained state arrives as soon as the daemon subscribes.
+offline until they are heard from (their retained state arrives as soon as the daemon subscribes),
+but keep their strikes and quarantine: a restart does not make an untrusted agent trusted.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from nasd.core.events import STRATEGY_EVENT_KINDS, event_from_dict
 from nasd.engine.core import Engine
 from nasd.engine.experiment import ExperimentRuntime
 from nasd.engine.records import ExperimentStatus, LiveTrial, TrialStatus
-from nasd.store import recovery
+from nasd.store import recovery, repo
 
 log = structlog.get_logger("nasd.rebuild")
 
 
 def rebuild(conn: sqlite3.Connection, now: float) -> Engine:
     """A fresh :class:`Engine` holding exactly the state the database describes."""
-    engine = Engine()
+    engine = Engine(repo.lease_secret(conn))
     for stored in recovery.experiments(conn):
         config = experiment_from_dict(stored.config, source=f"stored experiment {stored.name}")
         runtime = ExperimentRuntime.create(config)
@@ -32,8 +33,13 @@ def rebuild(conn: sqlite3.Connection, now: float) -> Engine:
         _restore_strategy(conn, runtime)
         _restore_counters(conn, runtime)
         engine.experiments.restore(runtime)
-    for name, slots in recovery.agent_slots(conn):
-        engine.ledger.agent(name).slots = slots
+    for stored_agent in recovery.agents(conn):
+        record = engine.ledger.agent(stored_agent.name)
+        record.slots = stored_agent.slots
+        record.last_seen = stored_agent.last_seen
+        record.strikes = stored_agent.strikes
+        record.quarantines = stored_agent.quarantines
+        record.quarantined_until = stored_agent.quarantined_until
     for row in recovery.unfinished_trials(conn):
         trial = LiveTrial(
             job_id=row.job_id,

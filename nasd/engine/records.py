@@ -76,9 +76,32 @@ class LiveTrial:
     assignments: dict[int, str] = field(default_factory=dict)
 
 
+QUARANTINE_AFTER_STRIKES = 2
+"""Leases in a row that expire on an agent before it is quarantined."""
+
+QUARANTINE_BASE_S = 60.0
+"""The first quarantine's length; each further one (without a success between) doubles it."""
+
+QUARANTINE_MAX_S = 3600.0
+"""The longest quarantine."""
+
+
+def quarantine_length(quarantines: int) -> float:
+    """Seconds of the ``quarantines``-th quarantine in a row (1 -> 60 s, 2 -> 120 s, ... 1 h)."""
+    return min(QUARANTINE_MAX_S, QUARANTINE_BASE_S * 2.0 ** min(max(0, quarantines - 1), 32))
+
+
 @dataclass(slots=True)
 class AgentRecord:
-    """What the daemon knows about one agent."""
+    """What the daemon knows about one agent, including how far it is trusted with work.
+
+    Trust (defect 3 of issue 6: an agent that takes work and never answers): every lease that
+    *expires* on the agent is a strike (not a release, a failure or the agent going offline,
+    which are honest ends). After :data:`QUARANTINE_AFTER_STRIKES` strikes in a row it gets no
+    work for :func:`quarantine_length` (doubling per quarantine in a row); a successful result
+    clears the counters and lifts the quarantine. Strikes while already quarantined (the other
+    leases it held when the first expired) do not lengthen the quarantine.
+    """
 
     name: str
     slots: int = 1
@@ -87,17 +110,51 @@ class AgentRecord:
     profile: dict[str, Any] = field(default_factory=dict)
     leases: set[str] = field(default_factory=set)
     draining: bool = False
+    last_seen: float = 0.0
+    strikes: int = 0
+    quarantines: int = 0
+    quarantined_until: float = 0.0
 
     @property
-    def free(self) -> int:
-        """Credits left: slots not covered by active leases (none while draining or offline).
+    def trainers(self) -> frozenset[str]:
+        """The trainer names the agent's birth profile offers (none before its birth)."""
+        return frozenset(str(t) for t in self.profile.get("trainers", ()))
 
-        An agent that hands a job back is draining (shutting down, or refusing work) until it
-        announces itself ready again; otherwise the job would bounce straight back to it.
+    def quarantined(self, now: float) -> bool:
+        """True while the agent is kept from new work for letting leases expire."""
+        return now < self.quarantined_until
+
+    def free_at(self, now: float) -> int:
+        """Credits left at ``now``: slots not covered by active leases.
+
+        None while offline, draining or quarantined. An agent that hands a job back is draining
+        (shutting down, or refusing work) until it announces itself ready again; otherwise the
+        job would bounce straight back to it.
         """
-        if not self.online or self.draining:
+        if not self.online or self.draining or self.quarantined(now):
             return 0
         return max(0, self.slots - len(self.leases))
+
+    def strike(self, now: float) -> bool:
+        """Count a lease that expired; True if this strike starts a quarantine."""
+        self.strikes += 1
+        if self.strikes < QUARANTINE_AFTER_STRIKES or self.quarantined(now):
+            return False
+        self.quarantines += 1
+        self.quarantined_until = now + quarantine_length(self.quarantines)
+        return True
+
+    def trusted_again(self) -> bool:
+        """A successful result: clear strikes, back-off and quarantine; True if any was set.
+
+        The agent has shown it trains and answers (a slow agent's late result lifts the
+        quarantine its expired leases caused).
+        """
+        changed = bool(self.strikes or self.quarantines or self.quarantined_until)
+        self.strikes = 0
+        self.quarantines = 0
+        self.quarantined_until = 0.0
+        return changed
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,11 @@ Credit-based flow: the daemon only asks strategies for as many new trials as onl
 free credits not already covered by pending trials, so the queue stays short and a strategy always
 decides with the latest results. Experiments share the credits in rotation. Each assignment is a
 new lease epoch (the fencing token a result must carry) recorded before ``trial.assign`` is sent.
+
+Trainers: an agent is only sent jobs whose experiment's trainer its birth profile offers, and an
+experiment is only offered credits of agents that run its trainer; pending trials nobody free can
+run do not count against the credits either, so one experiment waiting for its trainer never
+starves another.
 """
 
 from __future__ import annotations
@@ -33,9 +38,14 @@ class Planner:
 
     def propose(self, conn: sqlite3.Connection, now: float) -> None:
         """Offer the free credits not covered by pending trials to running experiments, fairly."""
-        spare = self._ledger.free_credits() - self._ledger.pending_count
-        runnable = self._experiments.runnable()
-        if spare <= 0 or not runnable:
+        capacities = self._ledger.capacities(now)
+        offered = frozenset(t for c in capacities for t in (c.trainers or ()))
+        runnable = [e for e in self._experiments.runnable() if e.config.trainer in offered]
+        if not runnable:
+            return
+        waiting = sum(1 for j in self._ledger.pending_ids() if self._trainer_of(j) in offered)
+        spare = sum(c.free for c in capacities) - waiting
+        if spare <= 0:
             return
         self._rotation = (self._rotation + 1) % len(runnable)
         ordered = runnable[self._rotation :] + runnable[: self._rotation]
@@ -49,6 +59,11 @@ class Planner:
             self._admit(conn, exp, ids, candidates, now)
             spare -= len(candidates)
             exp.waiting = len(candidates) < offer
+
+    def _trainer_of(self, job_id: str) -> str:
+        trial = self._ledger.get(job_id)
+        assert trial is not None  # pending ids are live trials (ledger invariant)
+        return self._experiments[trial.experiment].config.trainer
 
     def _admit(
         self,
@@ -94,13 +109,18 @@ class Planner:
         repo.insert_trials(conn, rows)
 
     def assign(self, conn: sqlite3.Connection, now: float) -> None:
-        """Lease pending trials (oldest first) to agents with free credits; queue assignments."""
+        """Lease pending trials (oldest first) to agents with free credits; queue assignments.
+
+        Each goes to an agent that offers its experiment's trainer (see the module docstring).
+        """
         if not self._ledger.pending_count:
             return
-        capacities = self._ledger.capacities()
+        capacities = self._ledger.capacities(now)
         if not capacities:
             return
-        for job_id, name in plan_assignments(self._ledger.pending_ids(), capacities):
+        queue = self._ledger.pending_ids()
+        trainers = {job_id: self._trainer_of(job_id) for job_id in queue}
+        for job_id, name in plan_assignments(queue, capacities, trainers):
             trial = self._ledger.get(job_id)
             assert trial is not None  # pending ids are live trials (ledger invariant)
             config = self._experiments[trial.experiment].config

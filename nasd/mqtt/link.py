@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from nasd.mqtt.adapters import paho_client
 from nasd.mqtt.sockets import peer_gone
 from nasd.mqtt.url import BrokerUrl
 
-__all__ = ["MAX_INFLIGHT", "SOCKET_CHECK_S", "Link", "Publication"]
+__all__ = ["MAX_INFLIGHT", "SOCKET_CHECK_S", "Link", "Publication", "session_taken_over"]
 
 log = structlog.get_logger("nasd.mqtt")
 
@@ -45,6 +45,21 @@ SOCKET_CHECK_S = 1.0
 PAHO_LOG = logging.getLogger("nasd.mqtt.client")
 """The logger handed to paho: its chatter is muted, errors reach us as exceptions anyway."""
 PAHO_LOG.setLevel(logging.ERROR)
+
+
+SESSION_TAKEN_OVER = 142
+"""MQTT 5 reason code of a DISCONNECT sent because another client connected with our client id."""
+
+
+def session_taken_over(exc: BaseException) -> bool:
+    """Whether the broker said it dropped us for another connection with the same client id.
+
+    Only an MQTT 5 broker says so (reason code 142, "Session taken over"); on MQTT 3.1.1 the
+    connection just ends, and the daemon's retained-state check (:mod:`nasd.service.presence`)
+    is what notices a second daemon.
+    """
+    rc = getattr(exc, "rc", None)
+    return "taken over" in str(exc).lower() or getattr(rc, "value", rc) == SESSION_TAKEN_OVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +140,7 @@ class Link:
         ever_connected = False
         while not self._closing:
             try:
-                async with self._make_client() as client:
+                async with self._connection() as client:
                     self._client = client
                     for topic, qos in self.subscriptions:
                         await client.subscribe(topic, qos=qos)
@@ -149,8 +164,11 @@ class Link:
                         f"cannot reach the MQTT broker at {self.url}: {exc}"
                     ) from None
                 log.warning(
-                    "broker.disconnected",
+                    "broker.session_taken_over"
+                    if session_taken_over(exc)
+                    else "broker.disconnected",
                     broker=str(self.url),
+                    client_id=self.client_id,
                     error=str(exc),
                     retry_in=round(backoff, 2),
                 )
@@ -161,6 +179,59 @@ class Link:
                 self._client = None
                 if self._lost is not None and not self._lost.done():
                     self._lost.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiomqtt.Client]:
+        """A connected client (see :meth:`_enter`); leaving disconnects it as ``async with``
+        an aiomqtt client would."""
+        client = self._make_client()
+        await self._enter(client)
+        try:
+            yield client
+        finally:
+            await client.__aexit__(None, None, None)
+
+    async def _enter(self, client: aiomqtt.Client) -> None:
+        """Connect ``client`` (its ``__aenter__``), failing at once if the broker drops the
+        connection before its CONNACK.
+
+        aiomqtt ignores a disconnection that comes before CONNACK and waits its whole timeout
+        (30 s): a broker that accepts and then resets connections (restarting, at its connection
+        limit, behind a proxy) would stall every reconnection that long. paho still reports the
+        loss to its ``on_disconnect``, wrapped here to raise :class:`aiomqtt.MqttError` at once,
+        so that :meth:`run` retries after its short back-off; the client is then discarded.
+        A socket whose end the event loop did not report is found as :meth:`_watch_socket` does.
+        """
+        paho = paho_client(client)
+        loop = asyncio.get_running_loop()
+        lost = asyncio.Event()
+        aiomqtt_handler = paho.on_disconnect
+
+        def on_disconnect(*args: Any, **kwargs: Any) -> None:
+            loop.call_soon_threadsafe(lost.set)
+            if aiomqtt_handler is not None:
+                aiomqtt_handler(*args, **kwargs)
+
+        paho.on_disconnect = on_disconnect
+        entering = asyncio.ensure_future(client.__aenter__())
+        try:
+            while not entering.done():
+                await asyncio.wait([entering], timeout=SOCKET_CHECK_S)
+                if entering.done():
+                    break
+                sock = paho.socket()
+                if sock is not None and peer_gone(sock):
+                    with contextlib.suppress(Exception):
+                        paho.loop_read()  # paho closes its end and reports the loss
+                if lost.is_set():
+                    raise aiomqtt.MqttError("the broker closed the connection before its CONNACK")
+            entering.result()  # the connection's own error, if any
+        finally:
+            paho.on_disconnect = aiomqtt_handler
+            if not entering.done():
+                entering.cancel()
+                with contextlib.suppress(BaseException):
+                    await entering
 
     async def _serve_connection(self, client: aiomqtt.Client) -> None:
         """Pump messages while ``on_connect`` and the socket watch run beside it.

@@ -55,8 +55,25 @@ def best_trial(conn: sqlite3.Connection, experiment: str) -> dict[str, Any] | No
     }
 
 
-def experiment_summary(conn: sqlite3.Connection, experiment: str) -> dict[str, Any] | None:
-    """Counts per trial state, budget, status and best-so-far of one experiment."""
+def online_trainers(conn: sqlite3.Connection) -> frozenset[str]:
+    """Every trainer that some agent marked online offers (from its stored birth profile)."""
+    offered: set[str] = set()
+    for (profile_json,) in conn.execute("SELECT profile FROM agents WHERE online = 1"):
+        trainers = json.loads(profile_json).get("trainers", [])
+        if isinstance(trainers, list):
+            offered.update(str(t) for t in trainers)
+    return frozenset(offered)
+
+
+def experiment_summary(
+    conn: sqlite3.Connection, experiment: str, offered: frozenset[str] | None = None
+) -> dict[str, Any] | None:
+    """Counts per trial state, budget, status and best-so-far of one experiment.
+
+    ``waiting`` says why a running experiment with work left to hand out gets none done: no
+    online agent offers its trainer (None otherwise). ``offered``: the trainers online agents offer,
+    when the caller already has them (:func:`online_trainers` by default).
+    """
     row = conn.execute(
         "SELECT config, status, created_at, finished_at FROM experiments WHERE name = ?",
         (experiment,),
@@ -70,31 +87,56 @@ def experiment_summary(conn: sqlite3.Connection, experiment: str) -> dict[str, A
     ):
         counts[status] = count
     best = best_trial(conn, experiment)
+    trainer = str(config["task"]["trainer"])
+    # Work left to hand out: pending trials, or trials the budget allows that are not proposed
+    # yet (the daemon proposes none while no agent could run them).
+    unassigned = counts["pending"] or sum(counts.values()) < config["experiment"]["budget"]
+    offered = online_trainers(conn) if offered is None and unassigned else offered
+    waiting = None
+    if row[1] == "running" and unassigned and trainer not in (offered or ()):
+        waiting = f"no online agent offers trainer {trainer!r}"
     return {
         "name": experiment,
         "status": row[1],
         "budget": config["experiment"]["budget"],
         "strategy": config["strategy"]["name"],
-        "trainer": config["task"]["trainer"],
+        "trainer": trainer,
         "done": counts["succeeded"],
         "running": counts["running"],
         "pending": counts["pending"],
         "failed": counts["failed"],
         "cancelled": counts["cancelled"],
         "best": None if best is None else {k: best[k] for k in ("trial_id", "metric", "value")},
+        "waiting": waiting,
         "created_at": row[2],
         "finished_at": row[3],
     }
 
 
 def agent_summaries(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every agent seen: online flag, slots, profile basics and the jobs it holds now."""
+    """Every agent known: online flag, slots, profile basics, trust and the jobs it holds now.
+
+    ``strikes``: leases in a row that expired on it; ``quarantined_until``: when its quarantine
+    ends (0 if it never was; compare with the current time), ``quarantines``: how many in a row.
+    The trainers an agent offers are left out: up to 256 names per agent would swell a reply.
+    """
     running: dict[str, list[str]] = {}
     for job_id, agent in conn.execute("SELECT job_id, agent FROM leases WHERE status = 'active'"):
         running.setdefault(agent, []).append(job_id)
     out = []
-    for name, profile_json, slots, online, draining, last_seen in conn.execute(
-        "SELECT name, profile, slots, online, draining, last_seen FROM agents ORDER BY name"
+    for (
+        name,
+        profile_json,
+        slots,
+        online,
+        draining,
+        last_seen,
+        strikes,
+        quarantines,
+        quarantined_until,
+    ) in conn.execute(
+        "SELECT name, profile, slots, online, draining, last_seen, strikes, quarantines,"
+        " quarantined_until FROM agents ORDER BY name"
     ):
         profile = json.loads(profile_json)
         jobs = sorted(running.get(name, []))
@@ -110,15 +152,40 @@ def agent_summaries(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                 "device_name": profile.get("device_name"),
                 "throughput": profile.get("throughput"),
                 "last_seen": last_seen,
+                "strikes": strikes,
+                "quarantines": quarantines,
+                "quarantined_until": quarantined_until,
             }
         )
     return out
 
 
+def security_summary(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Refused inputs per kind: ``{kind: {count, first_at, last_at, last_source, last_detail}}``."""
+    return {
+        kind: {
+            "count": count,
+            "first_at": first_at,
+            "last_at": last_at,
+            "last_source": source,
+            "last_detail": detail,
+        }
+        for kind, count, first_at, last_at, source, detail in conn.execute(
+            "SELECT kind, count, first_at, last_at, last_source, last_detail"
+            " FROM security_events ORDER BY kind"
+        )
+    }
+
+
 def status(conn: sqlite3.Connection) -> dict[str, Any]:
-    """The whole picture for ``nasd status``: experiments and agents."""
-    experiments = [experiment_summary(conn, name) for name in experiment_names(conn)]
-    return {"experiments": [e for e in experiments if e], "agents": agent_summaries(conn)}
+    """The whole picture for ``nasd status``: experiments, agents and refused inputs."""
+    offered = online_trainers(conn)
+    experiments = [experiment_summary(conn, name, offered) for name in experiment_names(conn)]
+    return {
+        "experiments": [e for e in experiments if e],
+        "agents": agent_summaries(conn),
+        "security": security_summary(conn),
+    }
 
 
 EXPORT_COLUMNS = (
@@ -135,7 +202,12 @@ EXPORT_COLUMNS = (
 
 
 def export_rows(conn: sqlite3.Connection, experiment: str) -> Iterator[dict[str, Any]]:
-    """One row per trial: the EXPORT_COLUMNS plus every metric (flattened), trial order."""
+    """One row per trial, in trial order: the EXPORT_COLUMNS plus ``metrics``, a mapping.
+
+    Metrics stay in their own namespace: a trainer may name a metric ``status`` or ``trial_id``
+    and it must not replace those columns (:func:`nasd.cli.report.write_export` flattens them as
+    ``metric.<name>`` for CSV). A trial without a result has ``metrics == {}``.
+    """
     for row in conn.execute(
         "SELECT t.trial_id, t.genotype, t.status, COALESCE(r.agent, t.agent), t.attempts,"
         " t.parent_id, t.started_at, COALESCE(r.finished_at, t.finished_at), t.error, r.metrics"
@@ -143,7 +215,6 @@ def export_rows(conn: sqlite3.Connection, experiment: str) -> Iterator[dict[str,
         " WHERE t.experiment = ? ORDER BY t.trial_id",
         (experiment,),
     ):
-        record = dict(zip(EXPORT_COLUMNS, row[:-1], strict=True))
-        metrics = json.loads(row[-1]) if row[-1] else {}
-        record.update(metrics)
+        record: dict[str, Any] = dict(zip(EXPORT_COLUMNS, row[:-1], strict=True))
+        record["metrics"] = json.loads(row[-1]) if row[-1] else {}
         yield record

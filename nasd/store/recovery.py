@@ -100,9 +100,27 @@ def results(conn: sqlite3.Connection, experiment: str) -> Iterator[tuple[int, di
         yield int(trial_id), {str(k): float(v) for k, v in json.loads(metrics).items()}
 
 
-def agent_slots(conn: sqlite3.Connection) -> list[tuple[str, int]]:
-    """``(name, slots)`` of every agent ever seen."""
-    return [(str(n), int(s)) for n, s in conn.execute("SELECT name, slots FROM agents")]
+@dataclass(frozen=True, slots=True)
+class StoredAgent:
+    """An agent row: slots, when last heard from, and its trust (see ``m004_agent_trust``)."""
+
+    name: str
+    slots: int
+    last_seen: float
+    strikes: int
+    quarantines: int
+    quarantined_until: float
+
+
+def agents(conn: sqlite3.Connection) -> list[StoredAgent]:
+    """Every agent known (born and not pruned), by name."""
+    return [
+        StoredAgent(str(n), int(s), float(seen), int(strikes), int(quarantines), float(until))
+        for n, s, seen, strikes, quarantines, until in conn.execute(
+            "SELECT name, slots, last_seen, strikes, quarantines, quarantined_until FROM agents"
+            " ORDER BY name"
+        )
+    ]
 
 
 def unfinished_trials(conn: sqlite3.Connection) -> list[StoredTrial]:

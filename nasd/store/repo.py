@@ -69,6 +69,14 @@ def trial_exists(conn: sqlite3.Connection, job_id: str) -> bool:
     return conn.execute("SELECT 1 FROM trials WHERE job_id = ?", (job_id,)).fetchone() is not None
 
 
+def lease_holder(conn: sqlite3.Connection, job_id: str, epoch: int) -> str | None:
+    """The agent lease ``(job_id, epoch)`` was issued to; None if it never was."""
+    row = conn.execute(
+        "SELECT agent FROM leases WHERE job_id = ? AND epoch = ?", (job_id, epoch)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def insert_trials(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert proposed trials: (job_id, experiment, trial_id, genotype, parent_id, morphisms,
     epochs, status, created_at)."""
@@ -221,6 +229,25 @@ def set_agent_draining(conn: sqlite3.Connection, name: str, draining: bool) -> N
     conn.execute("UPDATE agents SET draining = ? WHERE name = ?", (int(draining), name))
 
 
+def set_agent_trust(
+    conn: sqlite3.Connection,
+    name: str,
+    strikes: int,
+    quarantines: int,
+    quarantined_until: float,
+) -> None:
+    """Record an agent's expired leases in a row, quarantines in a row and quarantine end."""
+    conn.execute(
+        "UPDATE agents SET strikes = ?, quarantines = ?, quarantined_until = ? WHERE name = ?",
+        (strikes, quarantines, quarantined_until, name),
+    )
+
+
+def delete_agent(conn: sqlite3.Connection, name: str) -> None:
+    """Forget an agent (pruned: offline, holding no lease, the least recently seen)."""
+    conn.execute("DELETE FROM agents WHERE name = ?", (name,))
+
+
 def save_snapshot(
     conn: sqlite3.Connection, experiment: str, seq: int, state: Mapping[str, Any], now: float
 ) -> None:
@@ -230,4 +257,42 @@ def save_snapshot(
         " ON CONFLICT(experiment) DO UPDATE SET seq = excluded.seq, state = excluded.state,"
         " at = excluded.at",
         (experiment, seq, pack(dict(state)), now),
+    )
+
+
+def lease_secret(conn: sqlite3.Connection) -> bytes:
+    """This database's lease secret (made by migration ``m003``), the key of lease tokens."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'lease_secret'").fetchone()
+    if row is None:  # pragma: no cover - the migration always creates it
+        raise LookupError("the database has no lease secret")
+    return bytes.fromhex(str(row[0]))
+
+
+MAX_DETAIL_CHARS = 200
+"""Longest stored detail of a security event (they often echo hostile input)."""
+
+
+def note_security(
+    conn: sqlite3.Connection,
+    kind: str,
+    source: str | None,
+    detail: str,
+    now: float,
+    count: int = 1,
+) -> None:
+    """Count ``count`` refused inputs of ``kind``, keeping the last source and detail
+    (truncated)."""
+    conn.execute(
+        "INSERT INTO security_events (kind, count, first_at, last_at, last_source, last_detail)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count,"
+        " last_at = excluded.last_at, last_source = excluded.last_source,"
+        " last_detail = excluded.last_detail",
+        (
+            kind,
+            count,
+            now,
+            now,
+            None if source is None else source[:64],
+            detail[:MAX_DETAIL_CHARS],
+        ),
     )

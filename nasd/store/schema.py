@@ -13,14 +13,22 @@ Tables:
   can never be stored twice.
 - ``leases``: every assignment ever made, ``(job_id, epoch)``; the active ones are also the
   daemon's outbox: after a restart or reconnect their ``trial.assign`` is published again.
-- ``agents``: the last profile and liveness of every agent seen, and whether it is draining.
+- ``agents``: the last profile (with the trainers it offers) and liveness of every agent born
+  (seen ``online`` with a profile), whether it is draining, and its trust: leases that expired on
+  it in a row (``strikes``), quarantines in a row and when the current one ends.
 - ``snapshots``: the latest strategy ``state_dict`` per experiment and the event ``seq`` it covers.
+- ``meta``: per-database values (the lease secret).
+- ``security_events``: counts of refused messages per kind (forged, stale, malformed, ...).
 """
 
 from __future__ import annotations
 
+import secrets
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from nasd.faults import crash_point
 
 migrations = Migrations("nasd")
 
@@ -129,3 +137,48 @@ def m002_agent_draining(db: Database) -> None:
     ``nasd status`` shows it: an idle agent that gets no work is otherwise a mystery.
     """
     db.execute("ALTER TABLE agents ADD COLUMN draining INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m003_security(db: Database) -> None:
+    """The lease secret and the counters of refused messages (``nasd status`` shows them).
+
+    ``meta`` holds per-database values; ``lease_secret`` (64 hex characters, made once here) keys
+    the HMAC that turns ``(job_id, epoch)`` into the token a result must echo, so the tokens of
+    every lease, current or old, can be recomputed after a restart without storing them.
+    ``security_events`` has one row per kind of refused input: how often, when first and last,
+    and from whom; bounded by the number of kinds, whatever a flood sends.
+    """
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    crash_point("migration.middle")  # fault suite: die with this migration's transaction half done
+    db.execute("INSERT INTO meta (key, value) VALUES ('lease_secret', ?)", [secrets.token_hex(32)])
+    db.execute(
+        """
+        CREATE TABLE security_events (
+            kind TEXT PRIMARY KEY,
+            count INTEGER NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            last_source TEXT,
+            last_detail TEXT
+        )"""
+    )
+
+
+@migrations()
+def m004_agent_trust(db: Database) -> None:
+    """Agents earn trust: strikes and quarantine survive a restart; strangers' rows go.
+
+    ``strikes`` counts leases in a row that expired on the agent, ``quarantines`` the
+    quarantines in a row (the back-off exponent) and ``quarantined_until`` when the current one
+    ends (0: none); see :class:`nasd.engine.records.AgentRecord`. Rows of agents never born
+    (made by a ``ready`` or ``offline`` from a name never seen online, which earlier versions
+    stored: defect 2 of issue 6) are deleted unless they hold an active lease.
+    """
+    db.execute("ALTER TABLE agents ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE agents ADD COLUMN quarantines INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE agents ADD COLUMN quarantined_until REAL NOT NULL DEFAULT 0")
+    db.execute(
+        "DELETE FROM agents WHERE profile = '{}'"
+        " AND name NOT IN (SELECT agent FROM leases WHERE status = 'active')"
+    )

@@ -118,9 +118,57 @@ def test_agents_remember_slots_and_draining_until_they_speak_again(
 ) -> None:
     repo.upsert_agent(conn, "a", {"device": "cpu"}, 3, True, 1.0)
     repo.set_agent_draining(conn, "a", True)
-    assert recovery.agent_slots(conn) == [("a", 3)]
+    assert [(a.name, a.slots, a.last_seen) for a in recovery.agents(conn)] == [("a", 3, 1.0)]
     (summary,) = queries.agent_summaries(conn)
     assert (summary["slots"], summary["draining"], summary["device"]) == (3, True, "cpu")
     repo.upsert_agent(conn, "a", None, None, True, 2.0)  # ready: profile and slots kept
     (summary,) = queries.agent_summaries(conn)
     assert (summary["slots"], summary["draining"], summary["device"]) == (3, False, "cpu")
+
+
+def test_agent_trust_survives_and_a_deleted_agent_is_gone(conn: sqlite3.Connection) -> None:
+    repo.upsert_agent(conn, "a", {"device": "cpu", "trainers": ["zero"]}, 2, True, 1.0)
+    repo.upsert_agent(conn, "b", {"device": "cpu", "trainers": ["other"]}, 1, True, 1.0)
+    repo.set_agent_trust(conn, "a", 3, 2, 500.0)
+    (a, b) = recovery.agents(conn)
+    assert (a.strikes, a.quarantines, a.quarantined_until) == (3, 2, 500.0)
+    assert (b.strikes, b.quarantines, b.quarantined_until) == (0, 0, 0.0)
+    summary = {s["name"]: s for s in queries.agent_summaries(conn)}
+    assert (summary["a"]["strikes"], summary["a"]["quarantined_until"]) == (3, 500.0)
+    assert queries.online_trainers(conn) == {"zero", "other"}
+    repo.delete_agent(conn, "b")
+    assert [s.name for s in recovery.agents(conn)] == ["a"]
+
+
+def test_a_lease_holder_is_known_for_every_epoch_ever_issued(conn: sqlite3.Connection) -> None:
+    propose(conn, 0)
+    repo.assign_trial(conn, "exp:0", 1, "a", 2.0)
+    repo.end_lease(conn, "exp:0", 1, "expired", 3.0)
+    repo.assign_trial(conn, "exp:0", 2, "b", 4.0)
+    assert [repo.lease_holder(conn, "exp:0", e) for e in (1, 2, 3)] == ["a", "b", None]
+    assert repo.lease_holder(conn, "exp:9", 1) is None
+
+
+def test_m004_drops_rows_of_agents_never_born_unless_they_hold_a_lease(tmp_path: Path) -> None:
+    from sqlite_utils import Database
+
+    from nasd.store.schema import migrations
+
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    migrations.apply(Database(conn), stop_before="m004_agent_trust")
+    for name, profile in (("born", '{"device": "cpu"}'), ("ghost", "{}"), ("holder", "{}")):
+        conn.execute(
+            "INSERT INTO agents (name, profile, slots, online, first_seen, last_seen)"
+            " VALUES (?, ?, 1, 0, 1.0, 1.0)",
+            (name, profile),
+        )
+    conn.execute(
+        "INSERT INTO leases (job_id, epoch, agent, assigned_at, status)"
+        " VALUES ('exp:0', 1, 'holder', 1.0, 'active')"
+    )
+    migrations.apply(Database(conn))
+    assert [(a.name, a.strikes, a.quarantined_until) for a in recovery.agents(conn)] == [
+        ("born", 0, 0.0),
+        ("holder", 0, 0.0),
+    ]
+    conn.close()

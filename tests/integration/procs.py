@@ -29,6 +29,7 @@ from tests.harness import (
 
 __all__ = [
     "ROOT",
+    "check_exact",
     "cli",
     "count_results",
     "kill",
@@ -67,3 +68,23 @@ def start_agent(
         *("--checkpoints", str(directory / "checkpoints")),
     ]
     return spawn(argv, directory / f"{name}.log", env=python_env())
+
+
+def check_exact(db: Path, experiment: str, budget: int, spools: list[Path]) -> None:
+    """The evaluation count is exact and nothing is lost or duplicated."""
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(
+        db,
+        "SELECT COUNT(*), COUNT(DISTINCT trial_id), MIN(trial_id),"
+        " MAX(trial_id) FROM trials WHERE experiment = ?",
+        experiment,
+    ) == [(budget, budget, 0, budget - 1)]
+    assert query(
+        db, "SELECT COUNT(*), COUNT(DISTINCT job_id) FROM results WHERE experiment = ?", experiment
+    ) == [(budget, budget)]
+    assert query(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [
+        ("succeeded", budget)
+    ]
+    assert query(db, "SELECT COUNT(*) FROM leases WHERE status = 'active'") == [(0,)]
+    for spool in spools:
+        assert query(spool / "spool.db", "SELECT COUNT(*) FROM results") == [(0,)]

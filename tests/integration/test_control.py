@@ -56,6 +56,16 @@ def test_submit_status_pause_resume_cancel_through_a_running_daemon(
         two = procs.write_experiment(
             tmp_path / "two.toml", "two", 50, trainer=SLEEPY, options="seconds = 0.3\nsteps = 1"
         )
+        nobody = procs.cli("submit", str(one), "--config", str(settings))
+        assert nobody.returncode == 2
+        assert f"no online agent offers trainer '{SLEEPY}'" in nobody.stderr
+        agent = procs.start_agent(url, "worker", tmp_path)
+        procs.wait_until(
+            lambda: procs.query(db, "SELECT online FROM agents WHERE name = 'worker'") == [(1,)],
+            60,
+            "the agent to come online",
+            logs=[tmp_path / "daemon.log", tmp_path / "worker.log"],
+        )
         for path in (one, two):
             submitted = procs.cli("submit", str(path), "--config", str(settings))
             assert submitted.returncode == 0, submitted.stderr
@@ -68,7 +78,7 @@ def test_submit_status_pause_resume_cancel_through_a_running_daemon(
         assert refused.returncode == 2 and "unknown parameter 'x'" in refused.stderr
 
         assert procs.cli("pause", "two", "--broker", url).stdout.strip() == "two: paused"
-        agent = procs.start_agent(url, "worker", tmp_path)
+        before_pause = procs.count_results(db, "two")
         procs.wait_until(
             lambda: procs.count_results(db, "one") >= 6,
             60,
@@ -76,7 +86,8 @@ def test_submit_status_pause_resume_cancel_through_a_running_daemon(
             logs=[tmp_path / "daemon.log", tmp_path / "worker.log"],
         )
         time.sleep(1.0)
-        assert procs.count_results(db, "two") <= 1  # paused: at most what was already queued
+        # Paused: at most the one trial the agent was already training when the pause came.
+        assert procs.count_results(db, "two") <= before_pause + 1
         assert procs.cli("resume", "two", "--broker", url).returncode == 0
         procs.wait_until(lambda: procs.count_results(db, "two") >= 3, 60, "two to resume")
         cancelled = procs.cli("cancel", "two", "--broker", url)

@@ -21,26 +21,6 @@ pytestmark = pytest.mark.slow
 SLEEPY = "tests.integration.trainers:sleepy"
 
 
-def check_exact(db: Path, experiment: str, budget: int, spools: list[Path]) -> None:
-    """The evaluation count is exact and nothing is lost or duplicated."""
-    assert procs.query(db, "PRAGMA integrity_check") == [("ok",)]
-    assert procs.query(
-        db,
-        "SELECT COUNT(*), COUNT(DISTINCT trial_id), MIN(trial_id),"
-        " MAX(trial_id) FROM trials WHERE experiment = ?",
-        experiment,
-    ) == [(budget, budget, 0, budget - 1)]
-    assert procs.query(
-        db, "SELECT COUNT(*), COUNT(DISTINCT job_id) FROM results WHERE experiment = ?", experiment
-    ) == [(budget, budget)]
-    assert procs.query(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [
-        ("succeeded", budget)
-    ]
-    assert procs.query(db, "SELECT COUNT(*) FROM leases WHERE status = 'active'") == [(0,)]
-    for spool in spools:
-        assert procs.query(spool / "spool.db", "SELECT COUNT(*) FROM results") == [(0,)]
-
-
 def test_daemon_killed_five_times_loses_and_duplicates_nothing(
     mosquitto: object, tmp_path: Path
 ) -> None:
@@ -90,7 +70,7 @@ def test_daemon_killed_five_times_loses_and_duplicates_nothing(
     # Five kills, each while work was still outstanding, and six daemon lives in the log.
     assert len(at_kill) == 5 and all(n < budget for n in at_kill), at_kill
     assert log.read_text().count("engine.rebuilt") == 6
-    check_exact(db, "restarts", budget, [tmp_path / "spool" / f"agent-{i}" for i in range(2)])
+    procs.check_exact(db, "restarts", budget, [tmp_path / "spool" / f"agent-{i}" for i in range(2)])
     # The strategy kept its history across restarts: children have parents that exist.
     orphans = procs.query(
         db,
@@ -157,7 +137,7 @@ def test_agent_killed_mid_job_has_its_job_finished_elsewhere(
     assert procs.query(
         db, "SELECT status FROM leases WHERE job_id = ? AND agent = 'victim'", victim_job
     ) == [("expired",)]
-    check_exact(db, "agentloss", budget, [tmp_path / "spool" / "survivor"])
+    procs.check_exact(db, "agentloss", budget, [tmp_path / "spool" / "survivor"])
 
 
 def test_agent_stopped_with_ctrl_c_hands_its_job_back(mosquitto: object, tmp_path: Path) -> None:
@@ -266,6 +246,7 @@ def test_mosquitto_restarted_empty_mid_search_loses_nothing(
         for agent in agents:
             procs.stop(agent)
         assert procs.stop(daemon) == 0
-    check_exact(db, "brokerloss", budget, [tmp_path / "spool" / f"agent-{i}" for i in range(2)])
+    spools = [tmp_path / "spool" / f"agent-{i}" for i in range(2)]
+    procs.check_exact(db, "brokerloss", budget, spools)
     events = [json.loads(line) for line in logs[0].read_text().splitlines() if line.startswith("{")]
     assert sum(e.get("event") == "broker.connected" for e in events) >= 3

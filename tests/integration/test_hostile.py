@@ -32,6 +32,7 @@ async def _barrage(url: str, job_id: str, epoch: int) -> dict:
                     {
                         "job_id": job_id,
                         "epoch": epoch,
+                        "token": "0" * 32,
                         "status": "ok",
                         "metrics": {"val_acc": 1.0},
                         "error": None,
@@ -80,7 +81,9 @@ async def _barrage(url: str, job_id: str, epoch: int) -> dict:
             async for message in client.messages:
                 from nasd.core.wire import decode
 
-                return decode(message.payload, expect="control.response").body
+                body = decode(message.payload, expect="control.response").body
+                if body["correlation_id"] == "c1":  # the mismatched request "x" is refused too
+                    return body
     raise AssertionError("no reply")
 
 
@@ -131,4 +134,5 @@ def test_garbage_is_dropped_and_the_search_stays_exact(mosquitto: object, tmp_pa
     events = [json.loads(line) for line in logs[0].read_text().splitlines() if line.startswith("{")]
     dropped = [e for e in events if e.get("event") == "message.dropped"]
     assert len(dropped) >= 5
-    assert any(e.get("event") == "result.rejected" for e in events)
+    refused = {"result.rejected", "security.wrong_agent", "security.bad_token"}
+    assert any(e.get("event") in refused for e in events)

@@ -80,9 +80,9 @@ def test_digits_search_finishes_with_30_results(broker: object, tmp_path: Path) 
     assert {
         "trial_id",
         "genotype",
-        "val_acc",
-        "test_acc",
-        "params",
+        "metric.val_acc",
+        "metric.test_acc",
+        "metric.params",
         "status",
         "agent",
         "attempts",

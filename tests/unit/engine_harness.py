@@ -8,6 +8,7 @@ from typing import Any
 
 from nasd.config import experiment_from_dict
 from nasd.engine import Engine, Inbound, Outbound, rebuild
+from nasd.engine.security import lease_token
 from nasd.store import Writer
 
 PROFILE = {
@@ -21,6 +22,7 @@ PROFILE = {
     "throughput": 1.0,
     "slots": 2,
     "nasd_version": "0",
+    "trainers": ["zero"],
 }
 
 
@@ -50,12 +52,23 @@ class Harness:
         conf = experiment_from_dict(data)
         self.writer.run_sync(lambda c: self.engine.submit(c, conf, self.now))
 
-    def online(self, agent: str, slots: int = 2) -> list[Outbound]:
-        return self.apply(
-            Inbound(
-                "agent.state", agent, {"state": "online", "profile": {**PROFILE, "slots": slots}}
-            )
-        )
+    def online(
+        self, agent: str, slots: int = 2, trainers: tuple[str, ...] = ("zero",)
+    ) -> list[Outbound]:
+        profile = {**PROFILE, "slots": slots, "trainers": list(trainers)}
+        return self.apply(Inbound("agent.state", agent, {"state": "online", "profile": profile}))
+
+    def token(self, job_id: str, epoch: int) -> str:
+        """The true token of lease ``(job_id, epoch)`` (what its ``trial.assign`` carried)."""
+        return lease_token(self.engine.lease_secret, job_id, epoch)
+
+    def result(self, job_id: str, epoch: int, status: str = "ok", val_acc: float = 0.5) -> dict:
+        """A result for ``(job_id, epoch)`` that echoes the lease's true token."""
+        return result(job_id, epoch, self.token(job_id, epoch), status=status, val_acc=val_acc)
+
+    def security(self) -> dict[str, int]:
+        """Refused inputs counted so far, per kind."""
+        return dict(self.query("SELECT kind, count FROM security_events"))
 
     def query(self, sql: str, *args: Any) -> list[tuple]:
         conn = sqlite3.connect(self.path)
@@ -65,10 +78,12 @@ class Harness:
             conn.close()
 
 
-def result(job_id: str, epoch: int, status: str = "ok", val_acc: float = 0.5) -> dict:
+def result(job_id: str, epoch: int, token: str, status: str = "ok", val_acc: float = 0.5) -> dict:
+    """A ``trial.result`` body carrying ``token`` (see :func:`reply` and :meth:`Harness.result`)."""
     return {
         "job_id": job_id,
         "epoch": epoch,
+        "token": token,
         "status": status,
         "metrics": {"val_acc": val_acc} if status == "ok" else {},
         "error": None if status == "ok" else "boom",
@@ -76,6 +91,16 @@ def result(job_id: str, epoch: int, status: str = "ok", val_acc: float = 0.5) ->
         "finished_at": 2.0,
         "checkpoint": None,
     }
+
+
+def token_of(assign: dict) -> str:
+    """The lease token a ``trial.assign`` body carries."""
+    return str(assign["token"])
+
+
+def reply(assign: dict, status: str = "ok", val_acc: float = 0.5) -> dict:
+    """The result an honest agent sends for a ``trial.assign`` body (echoing its token)."""
+    return result(assign["job_id"], assign["epoch"], token_of(assign), status, val_acc)
 
 
 def assigns(out: list[Outbound]) -> list[dict]:
@@ -91,7 +116,8 @@ def view(engine: Engine) -> dict[str, Any]:
 
     Left out on purpose: agents' liveness, profiles and drain flags (agents start offline after a
     rebuild, until their retained state arrives), lease expiry times (renewed on restart) and the
-    strategies' "waiting" hint (a rebuilt strategy is simply asked again).
+    strategies' "waiting" hint (a rebuilt strategy is simply asked again). Agents' trust (strikes,
+    quarantines in a row, quarantine end) is kept: a restart must not clear it.
     """
     experiments = {
         name: {
@@ -121,7 +147,8 @@ def view(engine: Engine) -> dict[str, Any]:
         for t in engine.ledger.trials()
     }
     agents = {
-        a.name: (a.slots, sorted(a.leases)) for a in engine.ledger.agents() if a.leases or a.slots
+        a.name: (a.slots, sorted(a.leases), a.strikes, a.quarantines, a.quarantined_until)
+        for a in engine.ledger.agents()
     }
     return {
         "experiments": experiments,

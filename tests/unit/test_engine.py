@@ -8,7 +8,7 @@ import pytest
 
 from nasd.engine import Inbound, rebuild
 from nasd.errors import CommandError
-from tests.unit.engine_harness import Harness, assigns, config, of_type, result
+from tests.unit.engine_harness import Harness, assigns, config, of_type, reply
 
 
 def test_work_is_assigned_up_to_the_agents_slots(h: Harness) -> None:
@@ -24,10 +24,11 @@ def test_work_is_assigned_up_to_the_agents_slots(h: Harness) -> None:
 def test_result_is_stored_once_and_acked_every_time(h: Harness) -> None:
     h.submit(config(budget=4))
     job = assigns(h.online("a", slots=1))[0]
-    out = h.apply(Inbound("trial.result", "a", result(job["job_id"], job["epoch"])))
-    assert [m.body for m in of_type(out, "trial.ack")] == [{"job_id": "exp:0", "epoch": 1}]
+    out = h.apply(Inbound("trial.result", "a", reply(job)))
+    ack = {"job_id": "exp:0", "epoch": 1, "token": job["token"]}
+    assert [m.body for m in of_type(out, "trial.ack")] == [ack]
     assert [j["job_id"] for j in assigns(out)] == ["exp:1"]
-    again = h.apply(Inbound("trial.result", "a", result(job["job_id"], job["epoch"], val_acc=0.9)))
+    again = h.apply(Inbound("trial.result", "a", reply(job, val_acc=0.9)))
     assert len(of_type(again, "trial.ack")) == 1
     assert h.query("SELECT COUNT(*) FROM results") == [(1,)]
     assert h.query("SELECT metrics FROM results") == [('{"val_acc": 0.5}',)]
@@ -37,17 +38,19 @@ def test_result_is_stored_once_and_acked_every_time(h: Harness) -> None:
 def test_result_from_an_agent_without_the_lease_is_refused(h: Harness) -> None:
     h.submit(config(budget=2))
     job = assigns(h.online("a", slots=1))[0]
-    out = h.apply(Inbound("trial.result", "intruder", result(job["job_id"], job["epoch"])))
+    out = h.apply(Inbound("trial.result", "intruder", reply(job)))
     assert of_type(out, "trial.ack") == []
     assert h.query("SELECT COUNT(*) FROM results") == [(0,)]
     assert h.query("SELECT status FROM trials WHERE job_id = 'exp:0'") == [("running",)]
+    assert h.security() == {"wrong_agent": 1}
 
 
 def test_expired_lease_is_retried_then_fails_after_max_attempts(h: Harness) -> None:
     h.submit(config(budget=1))
     first = assigns(h.online("a", slots=1))[0]
     out = h.apply(advance=11)  # past lease_ttl_s: expired, requeued, reassigned
-    assert [m.body for m in of_type(out, "trial.cancel")] == [{"job_id": "exp:0", "epoch": 1}]
+    cancel = {"job_id": "exp:0", "epoch": 1, "token": first["token"]}
+    assert [m.body for m in of_type(out, "trial.cancel")] == [cancel]
     second = assigns(out)[0]
     assert second["job_id"] == first["job_id"] and second["epoch"] == 2
     out = h.apply(advance=11)  # second attempt expires too: max_attempts = 2
@@ -65,6 +68,7 @@ def test_progress_heartbeats_keep_a_lease_alive(h: Harness) -> None:
         beat = {
             "job_id": job["job_id"],
             "epoch": job["epoch"],
+            "token": job["token"],
             "step": 1,
             "total": 5,
             "metrics": {},
@@ -75,6 +79,22 @@ def test_progress_heartbeats_keep_a_lease_alive(h: Harness) -> None:
     assert h.query("SELECT status FROM trials") == [("running",)]
 
 
+def test_a_heartbeat_without_the_lease_token_does_not_keep_the_lease(h: Harness) -> None:
+    h.submit(config(budget=1))
+    job = assigns(h.online("a", slots=1))[0]
+    forged = {
+        "job_id": job["job_id"],
+        "epoch": job["epoch"],
+        "token": "0" * 32,
+        "step": 1,
+        "total": 5,
+        "metrics": {},
+    }
+    h.apply(Inbound("trial.progress", "a", forged), advance=6)
+    out = h.apply(Inbound("trial.progress", "a", forged), advance=6)
+    assert [m.body["job_id"] for m in of_type(out, "trial.cancel")] == [job["job_id"]]
+
+
 def test_late_result_from_an_older_lease_wins_and_cancels_the_newer(h: Harness) -> None:
     h.submit(config(budget=1))
     h.online("a", slots=1)
@@ -83,10 +103,14 @@ def test_late_result_from_an_older_lease_wins_and_cancels_the_newer(h: Harness) 
     out = h.apply(advance=11)
     new = assigns(out)[0]
     assert new["epoch"] == 2
-    out = h.apply(Inbound("trial.result", old[0], result("exp:0", old[1])))
-    assert of_type(out, "trial.ack")[0].body == {"job_id": "exp:0", "epoch": 1}
+    out = h.apply(Inbound("trial.result", old[0], h.result("exp:0", old[1])))
+    assert of_type(out, "trial.ack")[0].body == {
+        "job_id": "exp:0",
+        "epoch": 1,
+        "token": h.token("exp:0", 1),
+    }
     cancels = of_type(out, "trial.cancel")
-    assert [c.body for c in cancels] == [{"job_id": "exp:0", "epoch": 2}]
+    assert [c.body for c in cancels] == [{"job_id": "exp:0", "epoch": 2, "token": new["token"]}]
     assert h.query("SELECT status FROM trials") == [("succeeded",)]
     assert sorted(h.query("SELECT epoch, status FROM leases")) == [(1, "done"), (2, "superseded")]
 
@@ -108,7 +132,7 @@ def test_released_job_is_requeued_without_using_an_attempt(h: Harness) -> None:
     h.submit(config(budget=1))
     job = assigns(h.online("a", slots=1))[0]
     h.online("b", slots=1)
-    out = h.apply(Inbound("trial.result", "a", result(job["job_id"], 1, status="released")))
+    out = h.apply(Inbound("trial.result", "a", reply(job, status="released")))
     assert [(j["job_id"], j["epoch"]) for j in assigns(out)] == [("exp:0", 2)]
     assert of_type(out, "trial.assign")[0].topic == "nasd/v1/agents/b/assign"
     assert h.query("SELECT attempts FROM trials") == [(0,)]
@@ -126,7 +150,7 @@ def test_agent_never_holds_more_than_its_slots(h: Harness) -> None:
         done = sorted(held)[0]
         held.discard(done)
         epoch = h.query("SELECT epoch FROM trials WHERE job_id = ?", done)[0][0]
-        out = h.apply(Inbound("trial.result", "a", result(done, epoch)))
+        out = h.apply(Inbound("trial.result", "a", h.result(done, epoch)))
     assert h.query("SELECT COUNT(*) FROM results") == [(20,)]
 
 
@@ -136,7 +160,7 @@ def test_rebuild_restores_strategy_counters_and_leases(h: Harness, tmp_path: Pat
     for step in range(14):
         job_id = sorted(held)[0]
         out = h.apply(
-            Inbound("trial.result", "a", result(job_id, held.pop(job_id), val_acc=step / 20))
+            Inbound("trial.result", "a", h.result(job_id, held.pop(job_id), val_acc=step / 20))
         )
         held |= {j["job_id"]: j["epoch"] for j in assigns(out)}
     assert h.engine.experiments["exp"].strategy.evolving  # type: ignore[attr-defined]
@@ -215,7 +239,7 @@ def test_two_experiments_share_the_agents(h: Harness) -> None:
 def test_resubmitting_with_a_larger_budget_extends_a_finished_search(h: Harness) -> None:
     h.submit(config(budget=1))
     job = assigns(h.online("a", slots=1))[0]
-    h.apply(Inbound("trial.result", "a", result(job["job_id"], job["epoch"])))
+    h.apply(Inbound("trial.result", "a", reply(job)))
     assert h.engine.experiments["exp"].status == "done"
     h.submit(config(budget=3))
     out = h.apply()
@@ -233,7 +257,7 @@ def test_an_agent_that_hands_a_job_back_gets_no_work_until_it_is_ready_again(
 ) -> None:
     h.submit(config(budget=2))
     job = assigns(h.online("a", slots=1))[0]
-    out = h.apply(Inbound("trial.result", "a", result(job["job_id"], 1, status="released")))
+    out = h.apply(Inbound("trial.result", "a", reply(job, status="released")))
     assert assigns(out) == []
     out = h.apply(Inbound("agent.ready", "a", {"slots": 1, "running": []}))
     assert [j["job_id"] for j in assigns(out)] == ["exp:0"]
@@ -251,7 +275,9 @@ def test_rebuild_from_a_snapshot_plus_the_log_tail_matches_the_live_strategy(
         job_id = sorted(held)[0]
         out = h.apply(
             Inbound(
-                "trial.result", "a", result(job_id, held.pop(job_id), val_acc=(step * 7 % 11) / 11)
+                "trial.result",
+                "a",
+                h.result(job_id, held.pop(job_id), val_acc=(step * 7 % 11) / 11),
             )
         )
         held |= {j["job_id"]: j["epoch"] for j in assigns(out)}

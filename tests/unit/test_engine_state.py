@@ -13,9 +13,19 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nasd.engine import Engine, Inbound, Outbound, rebuild
+from nasd.engine import Engine, Inbound, Outbound, rebuild, roster
+from nasd.engine.security import lease_token
 from nasd.store import open_memory, queries
-from tests.unit.engine_harness import PROFILE, Harness, assigns, config, of_type, result, view
+from tests.unit.engine_harness import (
+    PROFILE,
+    Harness,
+    assigns,
+    config,
+    of_type,
+    reply,
+    result,
+    view,
+)
 
 
 def control(command: str, **args: Any) -> Inbound:
@@ -65,7 +75,7 @@ def test_an_agent_that_refused_work_while_a_cancelled_job_ran_gets_work_after_re
     # The credit is free in the daemon's eyes; the agent still trains the cancelled job.
     sent = assigns(out)
     assert [j["experiment"] for j in sent] == [other]
-    out = h.apply(Inbound("trial.result", "a", result(sent[0]["job_id"], 1, status="released")))
+    out = h.apply(Inbound("trial.result", "a", reply(sent[0], status="released")))
     assert assigns(out) == []
     assert h.query("SELECT draining FROM agents WHERE name = 'a'") == [(1,)]
     agents = h.writer.run_sync(queries.agent_summaries)
@@ -80,6 +90,8 @@ def test_an_agent_that_refused_work_while_a_cancelled_job_ran_gets_work_after_re
 # -- any sequence of inputs ----------------------------------------------------------------------
 
 AGENTS = ("a", "b")
+STRANGERS = ("a", "b", "mallory")
+FORGED_TOKEN = "0" * 32
 EXPERIMENTS = ("one", "two")
 
 operations = st.one_of(
@@ -94,6 +106,18 @@ operations = st.one_of(
         st.floats(0.0, 1.0),
     ),
     st.tuples(st.just("progress"), st.sampled_from(AGENTS), st.integers(0, 50)),
+    # Hostile results: a held (or once held) lease's result with a forged token, on the holder's
+    # topic or another's; a result for an epoch never leased; one for a job never proposed.
+    st.tuples(
+        st.just("forged"),
+        st.sampled_from(AGENTS),
+        st.sampled_from(STRANGERS),
+        st.integers(0, 50),
+        st.sampled_from(["bad_token", "wrong_agent", "never_issued", "unknown_job"]),
+        st.sampled_from(["ok", "failed", "released"]),
+    ),
+    st.tuples(st.just("ready"), st.just("mallory"), st.integers(1, 3)),
+    st.tuples(st.just("offline"), st.just("mallory")),
     st.tuples(st.just("tick"), st.sampled_from([0.0, 3.0, 11.0])),
     st.tuples(
         st.just("submit"),
@@ -137,6 +161,36 @@ class Driver:
         )
         return leases[pick % len(leases)] if leases else None
 
+    def forge(self, holder: str, sender: str, pick: int, how: str, status: str) -> None:
+        """Send one hostile result; it must change nothing but the security counters."""
+        lease = self.lease(holder, pick)
+        if lease is None:
+            return
+        job_id, epoch = lease
+        token = lease_token(self.engine.lease_secret, job_id, epoch)
+        if how == "bad_token":
+            sender, token = holder, FORGED_TOKEN
+        elif how == "wrong_agent":
+            sender = "mallory" if sender == holder else sender
+        elif how == "never_issued":
+            epoch += 1000
+            token = lease_token(self.engine.lease_secret, job_id, epoch)
+        else:
+            job_id = "ghost:7"
+        refused = self.refused()
+        stored = self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        out = self.apply(Inbound("trial.result", sender, result(job_id, epoch, token, status)))
+        acks = [m.body["job_id"] for m in of_type(out, "trial.ack")]
+        assert acks == (["ghost:7"] if how == "unknown_job" else []), (how, acks)
+        assert self.refused() == refused + 1
+        assert self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == stored
+
+    def refused(self) -> int:
+        """Refused inputs counted so far (every kind)."""
+        return int(
+            self.conn.execute("SELECT COALESCE(SUM(count), 0) FROM security_events").fetchone()[0]
+        )
+
     def run(self, op: tuple[Any, ...]) -> None:
         kind = op[0]
         if kind == "online":
@@ -151,11 +205,22 @@ class Driver:
             if lease is None:
                 return
             if kind == "result":
-                body = result(*lease, status=op[3], val_acc=op[4])
+                token = lease_token(self.engine.lease_secret, *lease)
+                body = result(*lease, token, status=op[3], val_acc=op[4])
                 self.apply(Inbound("trial.result", op[1], body))
             else:
-                beat = {"job_id": lease[0], "epoch": lease[1], "step": 1, "total": 2, "metrics": {}}
+                token = lease_token(self.engine.lease_secret, *lease)
+                beat = {
+                    "job_id": lease[0],
+                    "epoch": lease[1],
+                    "token": token,
+                    "step": 1,
+                    "total": 2,
+                    "metrics": {},
+                }
                 self.apply(Inbound("trial.progress", op[1], beat))
+        elif kind == "forged":
+            self.forge(*op[1:])
         elif kind == "tick":
             self.now += op[1]
             self.apply()
@@ -180,3 +245,55 @@ def test_after_any_inputs_the_live_engine_equals_its_rebuild(ops: list[tuple[Any
         rebuilt = driver.transaction(lambda: rebuild(driver.conn, driver.now))
         rebuilt.ledger.check()
         assert view(rebuilt) == view(driver.engine), op
+
+
+CROWD = ("a", "b", "c")  # one more than MAX_AGENTS in the test below: births prune or are refused
+
+SETUP: list[tuple[Any, ...]] = [
+    ("submit", "one", 6, "random"),
+    ("submit", "two", 6, "aging-evolution"),
+    ("online", "a", 2),
+    ("online", "b", 2),
+]
+
+busy_operations = st.one_of(
+    st.tuples(
+        st.just("result"),
+        st.sampled_from(AGENTS),
+        st.integers(0, 50),
+        st.sampled_from(["ok", "failed", "released"]),
+        st.floats(0.0, 1.0),
+    ),
+    st.tuples(
+        st.just("forged"),
+        st.sampled_from(AGENTS),
+        st.sampled_from(STRANGERS),
+        st.integers(0, 50),
+        st.sampled_from(["bad_token", "wrong_agent", "never_issued", "unknown_job"]),
+        st.sampled_from(["ok", "failed", "released"]),
+    ),
+    st.tuples(st.just("tick"), st.sampled_from([3.0, 11.0, 61.0])),
+    st.tuples(st.just("online"), st.sampled_from(CROWD), st.integers(1, 3)),
+    st.tuples(st.just("ready"), st.sampled_from(CROWD), st.integers(1, 3)),
+    st.tuples(st.just("offline"), st.sampled_from(CROWD)),
+    st.tuples(st.just("restart")),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(busy_operations, min_size=5, max_size=30))
+def test_forged_stale_and_misdirected_results_never_split_live_state_from_the_database(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    """Busy agents, expiring leases (strikes, quarantines), a full agent table (pruning and
+    refused births) and hostile results mixed in."""
+    saved, roster.MAX_AGENTS = roster.MAX_AGENTS, 2
+    try:
+        driver = Driver()
+        for op in [*SETUP, *ops]:
+            driver.run(op)
+            driver.engine.ledger.check()
+            rebuilt = driver.transaction(lambda: rebuild(driver.conn, driver.now))
+            assert view(rebuilt) == view(driver.engine), op
+    finally:
+        roster.MAX_AGENTS = saved

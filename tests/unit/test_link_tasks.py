@@ -11,9 +11,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiomqtt.exceptions import MqttCodeError, MqttError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from nasd.mqtt import BrokerUrl, Link, Publication
 from nasd.mqtt.broker import EmbeddedBroker
+from nasd.mqtt.link import session_taken_over
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,3 +113,12 @@ def test_cancelling_run_leaves_no_connection_task_behind() -> None:
             assert _tasks_of("cancelled") == []
 
     asyncio.run(main())
+
+
+def test_a_session_taken_over_is_told_apart_from_other_disconnections() -> None:
+    taken = ReasonCode(PacketTypes.DISCONNECT, identifier=142)
+    assert session_taken_over(MqttCodeError(taken, "Disconnected during message iteration"))
+    assert session_taken_over(MqttCodeError(142))
+    assert session_taken_over(MqttError("Session taken over"))
+    assert not session_taken_over(MqttCodeError(7, "The connection was lost."))
+    assert not session_taken_over(MqttError("Disconnected during message iteration"))

@@ -15,9 +15,23 @@ from tests.unit.test_wire_codec import EXAMPLES, raw
 AGENT = "gpu-box-01"
 
 
+ARGS: dict[str, dict[str, object]] = {
+    "status": {},
+    "submit": {"config": {"experiment": {"name": "x", "budget": 1}}},
+    "pause": {"experiment": "x"},
+    "resume": {"experiment": "x"},
+    "cancel": {"experiment": "x"},
+}
+
+
 def control_request(command: str) -> dict[str, object]:
     """A valid control.request body asking for ``command``."""
-    return {"client": "cli-9f2c", "correlation_id": "c0ffee", "command": command, "args": {}}
+    return {
+        "client": "cli-9f2c",
+        "correlation_id": "c0ffee",
+        "command": command,
+        "args": ARGS[command],
+    }
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,49 @@ def test_status_table_lists_experiments_then_agents() -> None:
     assert "(draining:" in lines[7]
 
 
+def test_status_table_says_why_an_experiment_waits_and_why_an_agent_is_quarantined() -> None:
+    experiment = {
+        "name": "exp",
+        "status": "running",
+        "done": 0,
+        "budget": 5,
+        "running": 0,
+        "pending": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "best": None,
+        "waiting": "no online agent offers trainer 'mnist1d'",
+    }
+    agent = {
+        "name": "sink",
+        "online": True,
+        "busy": False,
+        "slots": 4,
+        "device": "cuda:0",
+        "jobs": [],
+        "strikes": 2,
+        "quarantined_until": 1000.0 + 200,
+    }
+    data = {"experiments": [experiment], "agents": [agent]}
+    lines = status_table(data, now=1000.0).splitlines()
+    assert lines[2] == "  waiting: no online agent offers trainer 'mnist1d'"
+    assert lines[-1].endswith("-  (quarantined 4 min: 2 leases expired in a row)")
+    assert "quarantined" not in status_table(data, now=1200.0)
+    assert "REFUSED" not in status_table(data, now=1000.0)
+    refused = {
+        "bad_token": {"count": 3, "last_source": "gpu-0", "last_detail": "exp:0 epoch 1: x"},
+        "unknown_agent": {"count": 1, "last_source": "ghost", "last_detail": "ready"},
+    }
+    tail = status_table({**data, "security": refused}, now=1000.0).splitlines()[-3:]
+    assert tail[0].startswith("REFUSED INPUT")
+    assert tail[1].split() == ["bad_token", "3", "gpu-0", "exp:0", "epoch", "1:", "x"]
+    assert tail[2].split() == ["unknown_agent", "1", "ghost", "ready"]
+    one = {**agent, "strikes": 1, "quarantined_until": 1030.0}
+    assert "(quarantined 1 min: 1 lease expired in a row)" in status_table(
+        {"experiments": [], "agents": [one]}, now=1000.0
+    )
+
+
 def test_best_summary_has_metric_genotype_metrics_and_checkpoint() -> None:
     best = {
         "trial_id": 4,
@@ -129,7 +172,10 @@ def test_best_summary_with_the_space_describes_the_architecture_and_counts_param
 
 def test_export_writes_jsonl_and_csv_with_metric_columns_after_the_fixed_ones() -> None:
     base = dict.fromkeys(EXPORT_COLUMNS, "x")
-    rows = [{**base, "val_acc": 0.9}, {**base, "test_acc": 0.8, "val_acc": 0.7}]
+    rows = [
+        {**base, "metrics": {"val_acc": 0.9}},
+        {**base, "metrics": {"test_acc": 0.8, "val_acc": 0.7, "status": 1.0}},
+    ]
     out = io.StringIO()
     write_export(rows, out, "jsonl")
     assert [json.loads(line) for line in out.getvalue().splitlines()] == rows
@@ -137,5 +183,6 @@ def test_export_writes_jsonl_and_csv_with_metric_columns_after_the_fixed_ones() 
     write_export(rows, out, "csv")
     parsed = list(csv.DictReader(io.StringIO(out.getvalue())))
     header = out.getvalue().splitlines()[0].split(",")
-    assert header == [*EXPORT_COLUMNS, "test_acc", "val_acc"]
-    assert parsed[0]["test_acc"] == "" and parsed[1]["test_acc"] == "0.8"
+    assert header == [*EXPORT_COLUMNS, "metric.status", "metric.test_acc", "metric.val_acc"]
+    assert parsed[0]["metric.test_acc"] == "" and parsed[1]["metric.test_acc"] == "0.8"
+    assert parsed[1]["status"] == "x"  # a metric named like a column never replaces it

@@ -50,6 +50,33 @@ def test_expired_leases_come_out_in_expiry_order() -> None:
     assert clock.expired(5.0) == [("a", 1), ("b", 1), ("c", 1)]
 
 
+def test_heartbeats_do_not_grow_the_timer_heap_and_expiry_stays_exact() -> None:
+    clock = LeaseClock()
+    clock.start("j", 1, 10.0)
+    clock.start("k", 1, 500.0)
+    for beat in range(200_000):
+        assert clock.renew("j", 1, 10.0 + beat * 0.001)
+        if beat % 50_000 == 0:
+            assert clock.expired(beat * 0.001) == []  # ticks pop and re-push lazily
+    last = 10.0 + 199_999 * 0.001
+    assert clock.timer_entries <= 2  # one per lease, not one per heartbeat
+    assert clock.expires_at("j") == last
+    assert clock.expired(last - 1e-9) == []
+    assert clock.expired(last) == [("j", 1)]
+    assert clock.expired(499.0) == [] and clock.expired(500.0) == [("k", 1)]
+    assert clock.timer_entries == 0 and len(clock) == 0
+
+
+def test_a_renewed_lease_expires_in_order_among_others() -> None:
+    clock = LeaseClock()
+    clock.start("a", 1, 5.0)
+    clock.start("b", 1, 6.0)
+    clock.renew("a", 1, 8.0)
+    clock.start("c", 1, 7.0)
+    assert clock.expired(6.5) == [("b", 1)]
+    assert clock.expired(100.0) == [("c", 1), ("a", 1)]
+
+
 # -- plan_assignments ------------------------------------------------------------------------------
 
 
@@ -83,3 +110,17 @@ def test_no_agent_gets_more_than_its_credits_and_the_queue_order_is_kept(
     assert [job for job, _ in plan] == jobs[: min(len(jobs), total)]  # oldest first, no gaps
     for name, (free, _) in agents.items():
         assert sum(1 for _, agent in plan if agent == name) <= free
+
+
+def test_jobs_go_only_to_agents_that_run_their_trainer_and_others_are_not_held_up() -> None:
+    agents = [
+        AgentCapacity("z", 2, 1.0, frozenset({"zero"})),
+        AgentCapacity("m", 1, 9.0, frozenset({"mnist1d", "zero"})),
+        AgentCapacity("any", 0, 9.0),
+    ]
+    trainer_of = {"j0": "nobody", "j1": "mnist1d", "j2": "mnist1d", "j3": "zero", "j4": "zero"}
+    plan = plan_assignments(["j0", "j1", "j2", "j3", "j4"], agents, trainer_of)
+    assert plan == [("j1", "m"), ("j3", "z"), ("j4", "z")]
+    assert AgentCapacity("x", 1).runs("anything") and AgentCapacity("x", 1, 0, frozenset()).runs(
+        None
+    )

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from nasd.core.wire import MESSAGE_TYPES, schemas, validate, validate_experiment_config
 from nasd.core.wire.schemas import load_schema, preload, schema_dir
 from nasd.errors import ConfigError, WireError
-from tests.unit.test_wire_codec import JOB, PROFILE
+from tests.unit.test_wire_codec import JOB, PROFILE, TOKEN
 
 REPO_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "v1"
 SCHEMA_NAMES = sorted(p.stem for p in REPO_SCHEMAS.glob("*.json"))
@@ -26,6 +26,8 @@ OPEN_OBJECTS = {
     ("experiment", "properties.strategy"),
     ("trial.assign", "properties.space"),
     ("agent.state", "if"),
+    # The per-command conditions only add to the closed object they apply to.
+    *(("control.request", f"allOf[{i}].{part}") for i in range(3) for part in ("if", "then")),
 }
 
 MINIMAL_CONFIG: dict[str, Any] = {
@@ -46,6 +48,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "experiment": "mnist1d-cnn",
         "trial_id": 7,
         "epoch": 1,
+        "token": TOKEN,
         "genotype": {},
         "space": {"kind": "cnn"},
         "task": {"trainer": "mnist1d", "options": {}},
@@ -54,11 +57,12 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "parent_id": None,
         "morphisms": [],
     },
-    "trial.cancel": {"job_id": JOB, "epoch": 1},
-    "trial.ack": {"job_id": JOB, "epoch": 1},
+    "trial.cancel": {"job_id": JOB, "epoch": 1, "token": TOKEN},
+    "trial.ack": {"job_id": JOB, "epoch": 1, "token": TOKEN},
     "trial.result": {
         "job_id": JOB,
         "epoch": 1,
+        "token": TOKEN,
         "status": "failed",
         "metrics": {},
         "error": None,
@@ -66,7 +70,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "finished_at": 0,
         "checkpoint": None,
     },
-    "trial.progress": {"job_id": JOB, "epoch": 1, "step": 0, "total": None, "metrics": {}},
+    "trial.progress": {
+        "job_id": JOB,
+        "epoch": 1,
+        "token": TOKEN,
+        "step": 0,
+        "total": None,
+        "metrics": {},
+    },
     "control.request": {"client": "cli", "correlation_id": "c", "command": "status", "args": {}},
     "control.response": {"correlation_id": "c", "ok": True, "result": None, "error": None},
     "experiment.event": {
@@ -281,12 +292,12 @@ def test_conditional_requirement_and_nested_paths() -> None:
     assert _refusal("trial.result", bad_metric).endswith("body.metrics.val_acc must be number")
     assert "unique" in _refusal("agent.ready", {"slots": 2, "running": [JOB, JOB]})
     assert "must not contain {'more'}" in _refusal("trial.ack", dict(MINIMAL["trial.ack"], more=1))
-    newline = {"job_id": JOB + "\n", "epoch": 1}
+    newline = {"job_id": JOB + "\n", "epoch": 1, "token": TOKEN}
     assert "body.job_id must match pattern" in _refusal("trial.ack", newline)
 
 
 def test_long_error_messages_are_cut() -> None:
-    message = _refusal("trial.ack", {"job_id": JOB, "epoch": 1, **{f"k{i}": 0 for i in range(99)}})
+    message = _refusal("trial.ack", {**MINIMAL["trial.ack"], **{f"k{i}": 0 for i in range(99)}})
     assert len(message) == schemas._MAX_MESSAGE_CHARS and message.endswith("...")
     assert message.startswith("trial.ack: body must not contain")
 

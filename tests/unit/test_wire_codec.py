@@ -19,6 +19,7 @@ from jsonschema.protocols import Validator
 from jsonschema.validators import extend
 
 from nasd.core.wire import (
+    MAX_BYTES_BY_TYPE,
     MAX_DEPTH,
     MAX_PAYLOAD_BYTES,
     MESSAGE_TYPES,
@@ -44,11 +45,23 @@ PROFILE = {
     "throughput": 1234.5,
     "slots": 2,
     "nasd_version": "0.1.0",
+    "trainers": ["mnist1d", "digits", "mypackage.trainers:train"],
 }
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+"""A well-formed lease token (32 lowercase hex characters)."""
 
 # One canonical valid body per message type, with every optional field present.
 EXAMPLES: dict[str, dict[str, Any]] = {
-    "daemon.state": {"state": "online", "pid": 4242, "started_at": 1.7e9, "version": "0.1.0"},
+    "daemon.state": {
+        "state": "online",
+        "instance": "9f2c" * 8,
+        "host": "search-host",
+        "pid": 4242,
+        "started_at": 1.7e9,
+        "born_at": 1.7e9 + 3,
+        "version": "0.1.0",
+    },
     "agent.state": {"state": "online", "profile": PROFILE},
     "agent.ready": {"slots": 2, "running": ["mnist1d-cnn:3"]},
     "trial.assign": {
@@ -56,6 +69,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "experiment": "mnist1d-cnn",
         "trial_id": 7,
         "epoch": 1,
+        "token": TOKEN,
         "genotype": {"layers": [{"op": "conv3", "width": 32}, {"op": "pool"}]},
         "space": {"kind": "cnn", "max_layers": 8},
         "task": {"trainer": "mnist1d", "options": {"batch_size": 128}},
@@ -64,11 +78,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "parent_id": 3,
         "morphisms": [{"op": "widen", "layer": 0, "factor": 2}],
     },
-    "trial.cancel": {"job_id": JOB, "epoch": 2},
-    "trial.ack": {"job_id": JOB, "epoch": 2},
+    "trial.cancel": {"job_id": JOB, "epoch": 2, "token": TOKEN},
+    "trial.ack": {"job_id": JOB, "epoch": 2, "token": TOKEN},
     "trial.result": {
         "job_id": JOB,
         "epoch": 1,
+        "token": TOKEN,
         "status": "ok",
         "metrics": {"val_acc": 0.91, "train_loss": 0.3, "params": 12345, "flops": 1e6},
         "error": None,
@@ -79,6 +94,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "trial.progress": {
         "job_id": JOB,
         "epoch": 1,
+        "token": TOKEN,
         "step": 5,
         "total": 20,
         "metrics": {"train_loss": 0.4},
@@ -171,10 +187,23 @@ def test_integer_fields_refuse_floats_and_booleans_on_the_wire(epoch: Any) -> No
     [
         ("trial.bogus", {}, "unknown message type"),
         ("experiment", {"experiment": {"name": "x", "budget": 1}}, "unknown message type"),
-        ("trial.ack", {"job_id": JOB}, r"trial\.ack: body must contain \['epoch'\] properties"),
-        ("trial.ack", {"job_id": JOB, "epoch": 1.0}, r"body\.epoch must be integer, not 1\.0"),
-        ("trial.ack", {"job_id": JOB, "epoch": True}, r"body\.epoch must be integer"),
-        ("trial.ack", {"job_id": JOB + "\n", "epoch": 1}, "body.job_id"),
+        (
+            "trial.ack",
+            {"job_id": JOB, "token": TOKEN},
+            r"trial\.ack: body must contain \['epoch'\] properties",
+        ),
+        (
+            "trial.ack",
+            {"job_id": JOB, "epoch": 1.0, "token": TOKEN},
+            r"body\.epoch must be integer, not 1\.0",
+        ),
+        (
+            "trial.ack",
+            {"job_id": JOB, "epoch": True, "token": TOKEN},
+            r"body\.epoch must be integer",
+        ),
+        ("trial.ack", {"job_id": JOB + "\n", "epoch": 1, "token": TOKEN}, "body.job_id"),
+        ("trial.ack", {"job_id": JOB, "epoch": 1, "token": TOKEN.upper()}, "body.token"),
         ("trial.result", dict(EXAMPLES["trial.result"], metrics={"a": math.nan}), "non-finite"),
         ("trial.result", dict(EXAMPLES["trial.result"], checkpoint=b"x"), "binary"),
         ("trial.result", dict(EXAMPLES["trial.result"], error=object()), "object refused"),
@@ -199,6 +228,55 @@ def test_refuses_oversize_before_unpacking() -> None:
     refused(b"\xc1" * (MAX_PAYLOAD_BYTES + 1), "exceeds")
     big = dict(EXAMPLES["control.response"], result="x" * MAX_PAYLOAD_BYTES)
     refused(raw(big, "control.response"), "exceeds")
+
+
+WIDE = "\U0001f600"  # four bytes in UTF-8: the widest character a maxLength may count
+
+
+def _widest_bodies() -> dict[str, dict[str, Any]]:
+    """The largest body each inbound type's schema allows (strings at their maximum length)."""
+    metrics = {f"{i:02d}" + WIDE * 62: -1.5e14 for i in range(64)}
+    profile = {
+        **PROFILE,
+        **{key: WIDE * 255 for key in ("host", "device_name")},
+        **{key: WIDE * 64 for key in ("device", "torch_version", "nasd_version")},
+        "trainers": [f"t{i:03d}" + "m" * 124 + ":" + "f" * 63 for i in range(256)],
+    }
+    return {
+        "trial.result": dict(
+            EXAMPLES["trial.result"], metrics=metrics, error=WIDE * 4000, checkpoint=WIDE * 1024
+        ),
+        "trial.progress": dict(EXAMPLES["trial.progress"], metrics=metrics),
+        "agent.ready": {"slots": 64, "running": [f"{'e' * 64}:{i:09d}" for i in range(64)]},
+        "agent.state": {"state": "online", "profile": profile},
+        "control.request": dict(
+            EXAMPLES["control.request"],
+            client="c" * 64,
+            correlation_id=WIDE * 64,
+            command="pause",
+            args={"experiment": WIDE * 64},
+        ),
+    }
+
+
+@pytest.mark.parametrize("message_type", sorted(_widest_bodies()))
+def test_every_legal_message_fits_its_type_limit(message_type: str) -> None:
+    body = _widest_bodies()[message_type]
+    payload = encode(message_type, body)
+    assert decode(payload, expect=message_type).body == body
+    assert len(payload) <= MAX_BYTES_BY_TYPE[message_type] < MAX_PAYLOAD_BYTES
+
+
+def test_each_type_has_its_own_size_limit_checked_before_unpacking() -> None:
+    limit = MAX_BYTES_BY_TYPE["trial.result"]
+    refused(b"\xc1" * (limit + 1), f"exceeds {limit}", expect="trial.result")
+    refused(b"\xc1" * (limit + 1), "not msgpack", expect=["trial.result", "agent.state"])
+    body = dict(EXAMPLES["trial.result"], error="e" * 4000, checkpoint="c" * 1024)
+    body["metrics"] = {f"m{i}" + "x" * 60: 1.0 for i in range(64)}
+    assert len(encode("trial.result", body)) < limit  # an ASCII worst case is far below
+    big_request = dict(EXAMPLES["control.request"], args={"config": {"x": "y" * 70_000}})
+    with pytest.raises(WireError, match=r"exceeds 65536"):
+        encode("control.request", big_request, checked=False)  # the limit holds unchecked too
 
 
 @pytest.mark.parametrize(
@@ -300,7 +378,7 @@ def test_refuses_topic_type_mismatch() -> None:
         (raw(EXAMPLES["trial.ack"], "trial.ack", sent_at="now"), "sent_at"),
         (raw(EXAMPLES["trial.ack"], "trial.ack", sent_at=False), "sent_at"),
         (raw([EXAMPLES["trial.ack"]], "trial.ack"), "body must be a map"),
-        (raw({"job_id": JOB}, "trial.ack"), r"body must contain \['epoch'\]"),
+        (raw({"job_id": JOB, "token": TOKEN}, "trial.ack"), r"body must contain \['epoch'\]"),
         (raw(dict(EXAMPLES["trial.ack"], more=1), "trial.ack"), "body must not contain {'more'}"),
     ],
     ids=lambda value: value if isinstance(value, str) else "payload",

@@ -20,9 +20,11 @@ import aiomqtt
 import pytest
 
 from agents.spool import Spool
+from agents.trainers import BUILTIN_TRAINERS, installed_trainers
 from agents.trainers._base import TrainContext, TrainingStopped, TrainRequest, TrainResult
 from agents.worker import Agent, AgentOptions
 from nasd.core.wire import AgentLeaf, Envelope, agent_topic, daemon_state_topic, decode, encode
+from nasd.engine.security import lease_token
 from nasd.mqtt import BrokerUrl, Publication
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,6 +42,15 @@ PROFILE = {
     "throughput": 1.0,
     "nasd_version": "0",
 }
+SECRET = b"unit-test lease secret"
+GATE, BROKEN = "unit:gate", "unit:broken"
+"""Test trainers are offered as ``module:function``-style names (see running_agent)."""
+GENOTYPE = {"ops": ["nor_conv_3x3", "skip_connect", "none", "avg_pool_3x3", "nor_conv_1x1", "none"]}
+
+
+def token(job_id: str, epoch: int) -> str:
+    """The daemon's token for lease ``(job_id, epoch)``."""
+    return lease_token(SECRET, job_id, epoch)
 
 
 class FakeLink:
@@ -115,16 +126,17 @@ class Gate:
         return TrainResult({"val_acc": 0.5, "test_acc": 0.25})
 
 
-def assign(job_id: str, epoch: int = 1, trainer: str = "gate") -> dict[str, Any]:
-    """A valid trial.assign body."""
+def assign(job_id: str, epoch: int = 1, trainer: str = GATE) -> dict[str, Any]:
+    """A valid trial.assign body (an NB201 genotype), with its lease's token."""
     experiment, trial = job_id.split(":")
     return {
         "job_id": job_id,
         "experiment": experiment,
         "trial_id": int(trial),
         "epoch": epoch,
-        "genotype": {"ops": ["a", "b"]},
-        "space": {"kind": "toy"},
+        "token": token(job_id, epoch),
+        "genotype": GENOTYPE,
+        "space": {"kind": "nb201", "num_classes": 10},
         "task": {"trainer": trainer, "options": {"seconds": 1}},
         "epochs": 2,
         "seed": 7,
@@ -149,8 +161,15 @@ async def running_agent(
     *,
     slots: int = 1,
     heartbeat_s: float = 3600.0,
+    offer: Sequence[str] | None = None,
+    real_loader: bool = False,
 ) -> AsyncIterator[tuple[Agent, FakeLink, asyncio.Task[None]]]:
-    """An agent on a fake link, connected (its first ``ready`` sent); stopped on exit."""
+    """An agent on a fake link, connected (its first ``ready`` sent); stopped on exit.
+
+    The agent offers ``offer`` beyond the built-ins (its ``--trainer`` list; default: the names
+    of ``trainers``) and loads trainers from ``trainers``, or with the real
+    :func:`agents.trainers.load_trainer` when ``real_loader``.
+    """
     options = AgentOptions(
         broker=BrokerUrl.parse("mqtt://127.0.0.1:1"),
         name=AGENT,
@@ -158,8 +177,10 @@ async def running_agent(
         spool_dir=tmp_path / "spool",
         slots=slots,
         heartbeat_s=heartbeat_s,
+        trainers=tuple(trainers if offer is None else offer),
     )
-    agent = Agent(options, load_trainer=trainers.__getitem__, link_factory=FakeLink)
+    loader = None if real_loader else trainers.__getitem__
+    agent = Agent(options, load_trainer=loader, link_factory=FakeLink)
     task = asyncio.create_task(agent.run())
     await until(lambda: agent.link is not None, "the link")
     link = agent.link
@@ -182,7 +203,12 @@ def test_connect_announces_the_profile_and_free_slots(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_agent(tmp_path, {}, slots=2) as (_, link, _task):
             (state,) = link.sent(AgentLeaf.STATE)
-            assert state.body == {"state": "online", "profile": {**PROFILE, "slots": 2}}
+            offered = sorted(installed_trainers())  # nothing configured: built-ins, entry points
+            assert set(BUILTIN_TRAINERS) <= set(offered)
+            assert state.body == {
+                "state": "online",
+                "profile": {**PROFILE, "slots": 2, "trainers": offered},
+            }
             assert [p.retain for p in link.published if p.topic.endswith("/state")] == [True]
             assert link.sent(AgentLeaf.READY)[0].body == {"slots": 2, "running": []}
             assert link.will is not None and decode(link.will.payload).body == {"state": "offline"}
@@ -197,19 +223,20 @@ def test_assign_is_trained_and_its_result_spooled_before_it_is_published(
     gate.open.set()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (agent, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (agent, link, _task):
             spooled_when_published: list[bytes | None] = []
             result_topic = agent_topic(AGENT, AgentLeaf.RESULT)
 
             def check_spool(message: Publication) -> None:
                 if message.topic == result_topic:
-                    spooled_when_published.append(agent.spool.get("exp:3"))
+                    spooled_when_published.append(agent.spool.get("exp:3", 2))
 
             link.on_publish = check_spool
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:3", epoch=2))
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the result")
             (result,) = link.sent(AgentLeaf.RESULT)
             assert result.body["job_id"] == "exp:3" and result.body["epoch"] == 2
+            assert result.body["token"] == token("exp:3", 2)
             assert result.body["status"] == "ok" and result.body["error"] is None
             assert result.body["metrics"] == {"val_acc": 0.5, "test_acc": 0.25}
             published = [p.payload for p in link.published if p.topic == result_topic]
@@ -217,7 +244,7 @@ def test_assign_is_trained_and_its_result_spooled_before_it_is_published(
             (request,) = gate.calls
             assert (request.job_id, request.experiment, request.trial_id) == ("exp:3", "exp", 3)
             assert (request.seed, request.epochs, request.device) == (7, 2, "cpu")
-            assert request.options == {"seconds": 1} and request.genotype == {"ops": ["a", "b"]}
+            assert request.options == {"seconds": 1} and request.genotype == GENOTYPE
             assert agent.running == {}
 
     run(main)
@@ -231,13 +258,14 @@ def test_trainer_failure_fails_the_attempt_but_not_the_agent(tmp_path: Path) -> 
         raise ValueError("no such layer")
 
     async def main() -> None:
-        trainers = {"broken": broken, "gate": gate.train}
+        trainers = {BROKEN: broken, GATE: gate.train}
         async with running_agent(tmp_path, trainers) as (_, link, task):
-            link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1", trainer="broken"))
+            link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1", trainer=BROKEN))
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the failed result")
             (failed,) = link.sent(AgentLeaf.RESULT)
             assert failed.body["status"] == "failed"
             assert failed.body["error"] == "ValueError: no such layer"
+            assert failed.body["token"] == token("exp:1", 1)
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:2"))
             await until(lambda: len(link.sent(AgentLeaf.RESULT)) == 2, "the next result")
             assert link.sent(AgentLeaf.RESULT)[1].body["status"] == "ok"
@@ -252,7 +280,7 @@ def test_duplicate_assign_of_a_running_job_is_ignored_but_raises_its_epoch(
     gate = Gate()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (_, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (_, link, _task):
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1", epoch=1))
             await until(lambda: len(gate.calls) == 1, "training to start")
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1", epoch=4))
@@ -263,6 +291,7 @@ def test_duplicate_assign_of_a_running_job_is_ignored_but_raises_its_epoch(
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the result")
             (result,) = link.sent(AgentLeaf.RESULT)
             assert (result.body["status"], result.body["epoch"]) == ("ok", 4)
+            assert result.body["token"] == token("exp:1", 4)  # the re-lease's token
             assert len(gate.calls) == 1
 
     run(main)
@@ -273,7 +302,7 @@ def test_assign_of_a_spooled_job_resends_its_result_without_training(tmp_path: P
     gate.open.set()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (_, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (_, link, _task):
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1"))
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the result")
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1"))
@@ -289,7 +318,7 @@ def test_assign_beyond_the_slots_is_refused_with_a_released_result(tmp_path: Pat
     gate = Gate()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (agent, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (agent, link, _task):
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1"))
             await until(lambda: len(gate.calls) == 1, "training to start")
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:2", epoch=3))
@@ -297,7 +326,8 @@ def test_assign_beyond_the_slots_is_refused_with_a_released_result(tmp_path: Pat
             (refusal,) = link.sent(AgentLeaf.RESULT)
             assert refusal.body["job_id"] == "exp:2" and refusal.body["epoch"] == 3
             assert refusal.body["status"] == "released" and refusal.body["metrics"] == {}
-            assert agent.spool.get("exp:2") is None  # a refusal is never spooled
+            assert refusal.body["token"] == token("exp:2", 3)  # the refused assign's token
+            assert agent.spool.epochs("exp:2") == []  # a refusal is never spooled
             assert list(agent.running) == ["exp:1"] and len(gate.calls) == 1
             gate.open.set()
 
@@ -318,12 +348,13 @@ def test_after_a_refusal_the_end_of_the_running_job_publishes_ready(
     gate = Gate()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (_, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (_, link, _task):
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("one:1"))
             await until(lambda: len(gate.calls) == 1, "training to start")
             if ending == "cancelled":
                 gate.ignore_stop = True  # the trainer notices only when the gate opens
-                link.deliver(AgentLeaf.CANCEL, "trial.cancel", {"job_id": "one:1", "epoch": 1})
+                cancel = {"job_id": "one:1", "epoch": 1, "token": token("one:1", 1)}
+                link.deliver(AgentLeaf.CANCEL, "trial.cancel", cancel)
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("two:1"))
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the refusal")
             assert [r.body["status"] for r in link.sent(AgentLeaf.RESULT)] == ["released"]
@@ -346,7 +377,7 @@ def test_a_job_ending_without_a_prior_refusal_sends_no_ready(tmp_path: Path) -> 
     gate.open.set()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (_, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (_, link, _task):
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1"))
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the result")
             await asyncio.sleep(0.05)
@@ -359,10 +390,11 @@ def test_cancel_of_an_older_epoch_leaves_the_job_running(tmp_path: Path) -> None
     gate = Gate()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (_, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (_, link, _task):
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1", epoch=5))
             await until(lambda: len(gate.calls) == 1, "training to start")
-            link.deliver(AgentLeaf.CANCEL, "trial.cancel", {"job_id": "exp:1", "epoch": 4})
+            cancel = {"job_id": "exp:1", "epoch": 4, "token": token("exp:1", 4)}
+            link.deliver(AgentLeaf.CANCEL, "trial.cancel", cancel)
             await until(lambda: link.inbox.empty(), "the cancel to be read")
             gate.open.set()
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the result")
@@ -376,12 +408,13 @@ def test_ack_removes_the_spooled_result(tmp_path: Path) -> None:
     gate.open.set()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (agent, link, _task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (agent, link, _task):
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1"))
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the result")
-            assert agent.spool.get("exp:1") is not None
-            link.deliver(AgentLeaf.ACK, "trial.ack", {"job_id": "exp:1", "epoch": 1})
-            await until(lambda: agent.spool.get("exp:1") is None, "the spool entry to go")
+            assert agent.spool.get("exp:1", 1) is not None
+            ack = {"job_id": "exp:1", "epoch": 1, "token": token("exp:1", 1)}
+            link.deliver(AgentLeaf.ACK, "trial.ack", ack)
+            await until(lambda: agent.spool.get("exp:1", 1) is None, "the spool entry to go")
             assert len(agent.spool) == 0
 
     run(main)
@@ -393,6 +426,7 @@ def test_daemon_coming_online_gets_ready_and_the_spool_again(tmp_path: Path) -> 
         {
             "job_id": "old:9",
             "epoch": 1,
+            "token": token("old:9", 1),
             "status": "ok",
             "metrics": {"val_acc": 0.75},
             "error": None,
@@ -402,7 +436,7 @@ def test_daemon_coming_online_gets_ready_and_the_spool_again(tmp_path: Path) -> 
         },
     )
     spool = Spool(tmp_path / "spool")  # a result left from before a restart, never acked
-    spool.put("old:9", left_over)
+    spool.put("old:9", 1, token("old:9", 1), left_over)
     spool.close()
 
     async def main() -> None:
@@ -430,10 +464,11 @@ def test_malformed_messages_are_dropped(tmp_path: Path) -> None:
     gate.open.set()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (_, link, task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (_, link, task):
             topic = agent_topic(AGENT, AgentLeaf.ASSIGN)
             link.inbox.put_nowait(aiomqtt.Message(topic, b"\xc1junk", 1, False, 0, None))
-            bad = encode("trial.ack", {"job_id": "exp:1", "epoch": 1})  # wrong type for topic
+            ack = {"job_id": "exp:1", "epoch": 1, "token": token("exp:1", 1)}
+            bad = encode("trial.ack", ack)  # the wrong type for the topic
             link.inbox.put_nowait(aiomqtt.Message(topic, bad, 1, False, 0, None))
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1"))
             await until(lambda: bool(link.sent(AgentLeaf.RESULT)), "the result")
@@ -446,7 +481,7 @@ def test_heartbeats_carry_the_progress_of_running_jobs(tmp_path: Path) -> None:
     gate = Gate()
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}, heartbeat_s=0.02) as (
+        async with running_agent(tmp_path, {GATE: gate.train}, heartbeat_s=0.02) as (
             _,
             link,
             _task,
@@ -460,6 +495,7 @@ def test_heartbeats_carry_the_progress_of_running_jobs(tmp_path: Path) -> None:
             assert beat.body == {
                 "job_id": "exp:1",
                 "epoch": 2,
+                "token": assign("exp:1", epoch=2)["token"],
                 "step": 1,
                 "total": 3,
                 "metrics": {"loss": 0.25},
@@ -479,7 +515,7 @@ def test_stop_hands_back_running_jobs_and_exits_without_waiting_for_the_trainer(
 
     async def main() -> None:
         try:
-            async with running_agent(tmp_path, {"gate": gate.train}) as (agent, link, task):
+            async with running_agent(tmp_path, {GATE: gate.train}) as (agent, link, task):
                 link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1", epoch=2))
                 await until(lambda: len(gate.calls) == 1, "training to start")
                 agent.stop()
@@ -487,6 +523,7 @@ def test_stop_hands_back_running_jobs_and_exits_without_waiting_for_the_trainer(
                 (handed_back,) = link.sent(AgentLeaf.RESULT)
                 assert (handed_back.body["job_id"], handed_back.body["epoch"]) == ("exp:1", 2)
                 assert handed_back.body["status"] == "released"
+                assert handed_back.body["token"] == token("exp:1", 2)
                 assert len(link.sent(AgentLeaf.READY)) == 1  # stopping: no ready
                 assert link.farewell is not None
                 assert [decode(p.payload).body for p in link.farewell] == [{"state": "offline"}]
@@ -503,11 +540,11 @@ def test_an_error_after_training_stops_the_agent_loudly(tmp_path: Path) -> None:
     gate.open.set()
 
     class FullDisk(Spool):
-        def put(self, job_id: str, payload: bytes) -> None:
+        def put(self, job_id: str, epoch: int, token: str, payload: bytes) -> None:
             raise OSError(28, "No space left on device")
 
     async def main() -> None:
-        async with running_agent(tmp_path, {"gate": gate.train}) as (agent, link, task):
+        async with running_agent(tmp_path, {GATE: gate.train}) as (agent, link, task):
             agent.spool = FullDisk(tmp_path / "full")
             link.deliver(AgentLeaf.ASSIGN, "trial.assign", assign("exp:1"))
             done, _ = await asyncio.wait([task], timeout=WAIT_S)

@@ -20,12 +20,15 @@ from nasd.core.wire.codec import (
     Envelope,
     decode,
     encode,
+    reply_address,
 )
 from nasd.core.wire.messages import (
     LEAF_MESSAGE_TYPE,
+    MAX_BYTES_BY_TYPE,
     MESSAGE_TYPES,
     MessageType,
     message_type_for_topic,
+    payload_limit,
 )
 from nasd.core.wire.schemas import (
     EXPERIMENT_SCHEMA,
@@ -63,6 +66,7 @@ __all__ = [
     "EXPERIMENT_NAME_RE",
     "EXPERIMENT_SCHEMA",
     "LEAF_MESSAGE_TYPE",
+    "MAX_BYTES_BY_TYPE",
     "MAX_CONTAINER_LEN",
     "MAX_DEPTH",
     "MAX_ID_LEN",
@@ -93,7 +97,9 @@ __all__ = [
     "parse_control_request_topic",
     "parse_control_response_topic",
     "parse_experiment_events_topic",
+    "payload_limit",
     "preload",
+    "reply_address",
     "schema_dir",
     "validate",
     "validate_experiment_config",

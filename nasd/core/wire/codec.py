@@ -16,6 +16,7 @@ ever sees wire values.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Collection, Mapping
@@ -24,8 +25,9 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from nasd.core.wire.messages import MESSAGE_TYPES
+from nasd.core.wire.messages import MESSAGE_TYPES, payload_limit
 from nasd.core.wire.schemas import validate
+from nasd.core.wire.topics import AGENT_ID_RE
 from nasd.errors import WireError
 
 PROTOCOL_VERSION = 1
@@ -43,6 +45,7 @@ MAX_CONTAINER_LEN = 65_536
 MAX_ID_LEN = 64
 """Longest envelope ``id``; :func:`encode` fills a 32-character uuid4 hex."""
 
+_CLIENT_ID = re.compile(AGENT_ID_RE)
 _ENVELOPE_KEYS = frozenset({"v", "type", "id", "sent_at", "body"})
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1  # msgpack's integer range
@@ -127,8 +130,9 @@ def encode(
         payload: bytes = msgpack.packb(envelope, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:  # pragma: no cover - tree was checked
         raise WireError(f"{type}: cannot pack: {exc}") from exc
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise WireError(f"{type}: {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    limit = min(MAX_PAYLOAD_BYTES, payload_limit(type))
+    if len(payload) > limit:
+        raise WireError(f"{type}: {len(payload)} bytes exceeds {limit}")
     return payload
 
 
@@ -139,14 +143,48 @@ def decode(payload: object, expect: str | Collection[str] | None = None) -> Enve
     :func:`nasd.core.wire.messages.message_type_for_topic`. Raises :class:`WireError` with a short
     reason for anything not a valid v1 message of an expected type, and never anything else.
     ``payload`` is typed loosely because MQTT clients hand over ``bytes | str | int | None``:
-    anything but bytes is refused here, so callers need no check of their own.
+    anything but bytes is refused here, so callers need no check of their own. The payload's
+    size is checked first, against the limit of the expected type (the largest of them for
+    several; :data:`MAX_PAYLOAD_BYTES` when ``expect`` is None).
     """
+    value = _unpack(payload, _size_limit(expect))
+    _check_tree(value, 0)
+    _check_envelope(value, expect)
+    return Envelope(
+        type=value["type"], id=value["id"], sent_at=float(value["sent_at"]), body=value["body"]
+    )
+
+
+def reply_address(payload: object) -> tuple[str, str] | None:
+    """``(client, correlation_id)`` of a control request that :func:`decode` refused, if usable.
+
+    So that the daemon can tell a client why its request was refused instead of leaving it to
+    time out. Only the two fields are looked at, with the same unpacking limits; None when they
+    are missing or not what the schema requires (never an exception).
+    """
+    try:
+        value = _unpack(payload, payload_limit("control.request"))
+    except WireError:
+        return None
+    body = value.get("body") if type(value) is dict else None
+    if type(body) is not dict:
+        return None
+    client, correlation_id = body.get("client"), body.get("correlation_id")
+    if type(client) is not str or not _CLIENT_ID.fullmatch(client):
+        return None
+    if type(correlation_id) is not str or not 0 < len(correlation_id) <= MAX_ID_LEN:
+        return None
+    return client, correlation_id
+
+
+def _unpack(payload: object, limit: int) -> Any:
+    """msgpack-decode ``payload`` of at most ``limit`` bytes with every decoder limit on."""
     if not isinstance(payload, bytes | bytearray):
         raise WireError(f"payload must be bytes, not {type(payload).__name__}")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise WireError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    if len(payload) > limit:
+        raise WireError(f"payload of {len(payload)} bytes exceeds {limit}")
     try:
-        value = msgpack.unpackb(
+        return msgpack.unpackb(
             payload,
             raw=False,
             use_list=True,
@@ -162,10 +200,15 @@ def decode(payload: object, expect: str | Collection[str] | None = None) -> Enve
         raise
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
         raise WireError(f"not msgpack: {exc.__class__.__name__}: {exc!s:.120}") from None
-    _check_tree(value, 0)
-    _check_envelope(value, expect)
-    return Envelope(
-        type=value["type"], id=value["id"], sent_at=float(value["sent_at"]), body=value["body"]
+
+
+def _size_limit(expect: str | Collection[str] | None) -> int:
+    if expect is None:
+        return MAX_PAYLOAD_BYTES
+    if isinstance(expect, str):
+        return min(MAX_PAYLOAD_BYTES, payload_limit(expect))
+    return min(
+        MAX_PAYLOAD_BYTES, max((payload_limit(t) for t in expect), default=MAX_PAYLOAD_BYTES)
     )
 
 

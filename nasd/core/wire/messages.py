@@ -41,6 +41,38 @@ class MessageType(StrEnum):
 MESSAGE_TYPES: frozenset[str] = frozenset(str(t) for t in MessageType)
 """Every message type a v1 envelope may carry (plain strings, for membership tests)."""
 
+_KIB = 1024
+
+MAX_BYTES_BY_TYPE: Mapping[str, int] = MappingProxyType(
+    {
+        MessageType.DAEMON_STATE: 4 * _KIB,
+        MessageType.AGENT_STATE: 64 * _KIB,
+        MessageType.AGENT_READY: 8 * _KIB,
+        MessageType.TRIAL_ASSIGN: 256 * _KIB,
+        MessageType.TRIAL_CANCEL: 4 * _KIB,
+        MessageType.TRIAL_ACK: 4 * _KIB,
+        MessageType.TRIAL_RESULT: 48 * _KIB,
+        MessageType.TRIAL_PROGRESS: 24 * _KIB,
+        MessageType.CONTROL_REQUEST: 64 * _KIB,
+        MessageType.CONTROL_RESPONSE: 256 * _KIB,
+        MessageType.EXPERIMENT_EVENT: 256 * _KIB,
+    }
+)
+"""Largest payload of each message type, checked before anything is unpacked.
+
+Each limit is above the largest message its schema allows, even with every string at its
+maximum length in 4-byte UTF-8 characters (``tests/unit/test_wire_codec.py`` builds those), and
+far below the 256 KiB every message may have: what a stranger can send the daemon on its busiest
+topics (results, progress, readiness, control requests) costs little to refuse or decode (defect
+6 of issue 6: 800 requests of 255 KB blocked its event loop for 20 s).
+"""
+
+
+def payload_limit(message_type: str) -> int:
+    """The most bytes a payload of ``message_type`` may have (the global cap for unknown ones)."""
+    return MAX_BYTES_BY_TYPE.get(message_type, 256 * _KIB)
+
+
 LEAF_MESSAGE_TYPE: Mapping[AgentLeaf, MessageType] = MappingProxyType(
     {
         AgentLeaf.STATE: MessageType.AGENT_STATE,

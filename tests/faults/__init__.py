@@ -1,0 +1,1 @@
+"""The fault suite: real processes, injected faults, one checker (see ``checker.py``)."""
