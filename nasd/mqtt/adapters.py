@@ -3,9 +3,9 @@
 aiomqtt wraps a paho client and does not expose it, yet nasd needs three things only paho offers:
 a publish that does not wait for its PUBACK (:meth:`nasd.mqtt.Link.publish_nowait`), the socket,
 to look for a connection end the event loop missed (the link's socket watch), and its
-``on_disconnect`` callback, to hear of a connection lost before its CONNACK (the link's connect). Everything that
-needs the paho client gets it from :func:`paho_client`; ``tests/unit/test_adapters.py`` checks
-that it still returns one, with the members nasd calls.
+``on_disconnect`` callback, to hear of a connection lost before its CONNACK (the link's connect).
+Everything that needs the paho client gets it from :func:`paho_client`;
+``tests/unit/test_adapters.py`` checks that it still returns one, with the members nasd calls.
 """
 
 from __future__ import annotations
