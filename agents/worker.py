@@ -48,10 +48,10 @@ import aiomqtt
 import structlog
 
 from agents.jobs import JobContext, RunningJob
+from agents.preparation import Preparation
 from agents.spool import Spool
-from agents.trainers import offered_trainers, require_offered
-from agents.trainers._base import TrainFn, TrainingStopped, TrainRequest, TrainResult
-from nasd.core.space import SearchSpace, build_space, canonical_json
+from agents.trainers import offered_trainers
+from agents.trainers._base import TrainFn, TrainingStopped, TrainResult
 from nasd.core.wire import (
     AgentLeaf,
     agent_topic,
@@ -60,14 +60,13 @@ from nasd.core.wire import (
     encode,
     message_type_for_topic,
 )
-from nasd.errors import InvalidGenotype, NasdError, WireError
+from nasd.errors import NasdError, WireError
 from nasd.mqtt import BrokerUrl, Link, Publication
 
 log = structlog.get_logger("nasd.agent")
 
 OFFLINE_TIMEOUT_S = 3.0
 """How long :meth:`Agent.run` tries to publish its "offline" state on the way out."""
-_SPACE_CACHE_SIZE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +147,13 @@ class Agent:
         self.options = options
         self.offered: tuple[str, ...] = offered_trainers(options.trainers)
         self.spool = Spool(options.spool_dir)
-        self._load_trainer = load_trainer
         self._link_factory = link_factory
-        self._offered = frozenset(self.offered)
-        self._trainers: dict[str, TrainFn] = {}
-        self._spaces: dict[str, SearchSpace] = {}
+        self._preparation = Preparation(
+            self.offered,
+            load_trainer,
+            device=options.device,
+            checkpoint_dir=options.checkpoint_dir,
+        )
         self.running: dict[str, RunningJob] = {}
         self._executor = ThreadPoolExecutor(
             max_workers=options.slots, thread_name_prefix=f"train-{options.name}"
@@ -379,25 +380,11 @@ class Agent:
         """Train ``job`` off the loop and report it; only the trainer's own errors are caught."""
         loop = asyncio.get_running_loop()
         options = self.options
-        request = TrainRequest(
-            job_id=job.job_id,
-            experiment=str(body["experiment"]),
-            trial_id=int(body["trial_id"]),
-            genotype=body["genotype"],
-            space=body["space"],
-            options=body["task"]["options"],
-            epochs=body["epochs"],
-            seed=int(body["seed"]),
-            device=options.device,
-            checkpoint_dir=options.checkpoint_dir,
-        )
+        request = self._preparation.request(job.job_id, body)
         log.info("job.started", agent=options.name, job_id=job.job_id, epoch=job.epoch)
         status, error, result = "ok", None, TrainResult({})
         try:
-            name = str(body["task"]["trainer"])
-            require_offered(name, self._offered)  # before anything is imported for it
-            self._check_genotype(body["space"], body["genotype"])
-            trainer = self._trainer(name)
+            trainer = self._preparation.trainer(body)  # refuses what we must not run
             context = JobContext(job, loop)
             result = await loop.run_in_executor(self._executor, trainer, request, context)
         except TrainingStopped:
@@ -427,31 +414,6 @@ class Agent:
         if self._drained and not self._stopping.is_set():
             log.info("agent.undrained", agent=options.name, freed_by=job.job_id)
             await self._ready()
-
-    def _check_genotype(self, spec: Mapping[str, Any], genotype: Any) -> None:
-        """Raise :class:`nasd.errors.NasdError` unless ``genotype`` belongs to space ``spec``."""
-        try:
-            key: str | None = canonical_json(spec)
-        except (TypeError, ValueError):
-            key = None
-        space = self._spaces.get(key) if key is not None else None
-        if space is None:
-            space = build_space(spec)  # ConfigError names what is wrong with the space
-            if key is not None:
-                if len(self._spaces) >= _SPACE_CACHE_SIZE:
-                    self._spaces.clear()
-                self._spaces[key] = space
-        try:
-            space.validate(genotype)
-        except NasdError as exc:
-            raise InvalidGenotype(f"invalid genotype for space {space.kind!r}: {exc}") from None
-
-    def _trainer(self, name: str) -> TrainFn:
-        """The offered trainer ``name``, loaded once."""
-        trainer = self._trainers.get(name)
-        if trainer is None:
-            trainer = self._trainers[name] = self._load_trainer(name)
-        return trainer
 
     async def _publish_result(
         self,
