@@ -138,19 +138,6 @@ class Engine:
         """
         return self.experiments.submit(conn, config, now, check_trainer=check_trainer)
 
-    def note_security(
-        self,
-        conn: sqlite3.Connection,
-        kind: SecurityKind,
-        source: str | None,
-        detail: str,
-        now: float,
-        count: int = 1,
-    ) -> None:
-        """Log and count ``count`` refused inputs (:mod:`nasd.engine.security`); nothing else
-        changes."""
-        security.note(conn, kind, source, detail, now, count)
-
     def assignments_to_resend(self) -> list[Outbound]:
         """``trial.assign`` for every active lease: published again after (re)connecting."""
         return [
@@ -184,7 +171,7 @@ class Engine:
             return
         # A heartbeat without its lease's token is ignored, not counted: heartbeats are frequent
         # QoS 0 messages and counting each would turn a flood into database writes.
-        if not security.token_matches(self.lease_secret, trial.job_id, epoch, body["token"]):
+        if not token_matches(self.lease_secret, trial.job_id, epoch, body["token"]):
             log.debug("progress.bad_token", job_id=trial.job_id, agent=name)
             return
         ttl = self.experiments[trial.experiment].config.lease_ttl_s
@@ -224,7 +211,7 @@ class Engine:
     ) -> None:
         """A result for a finished trial (a duplicate) or an unknown job: ack, store nothing."""
         if not repo.trial_exists(conn, job_id):
-            self.note_security(
+            security.note(
                 conn, SecurityKind.UNKNOWN_JOB, name, f"result for {job_id} epoch {epoch}", now
             )
             self._ack(name, job_id, epoch, token)  # unverifiable, but the spool must drain
@@ -250,12 +237,12 @@ class Engine:
         """
         lease = f"{job_id} epoch {epoch}"
         if holder is None:
-            self.note_security(conn, SecurityKind.NEVER_ISSUED, name, f"{lease}: no lease", now)
+            security.note(conn, SecurityKind.NEVER_ISSUED, name, f"{lease}: no lease", now)
         elif holder != name:
             detail = f"{lease}: leased to {holder}"
-            self.note_security(conn, SecurityKind.WRONG_AGENT, name, detail, now)
+            security.note(conn, SecurityKind.WRONG_AGENT, name, detail, now)
         elif not token_matches(self.lease_secret, job_id, epoch, token):
-            self.note_security(conn, SecurityKind.BAD_TOKEN, name, f"{lease}: wrong token", now)
+            security.note(conn, SecurityKind.BAD_TOKEN, name, f"{lease}: wrong token", now)
         else:
             return True
         return False

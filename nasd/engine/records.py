@@ -110,15 +110,11 @@ class AgentRecord:
     profile: dict[str, Any] = field(default_factory=dict)
     leases: set[str] = field(default_factory=set)
     draining: bool = False
+    trainers: frozenset[str] = frozenset()  # what its birth profile offers (none before it)
     last_seen: float = 0.0
     strikes: int = 0
     quarantines: int = 0
     quarantined_until: float = 0.0
-
-    @property
-    def trainers(self) -> frozenset[str]:
-        """The trainer names the agent's birth profile offers (none before its birth)."""
-        return frozenset(str(t) for t in self.profile.get("trainers", ()))
 
     def quarantined(self, now: float) -> bool:
         """True while the agent is kept from new work for letting leases expire."""

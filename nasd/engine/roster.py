@@ -71,6 +71,7 @@ class Roster:
         record.online = True
         record.draining = False
         record.profile = profile
+        record.trainers = frozenset(str(t) for t in profile["trainers"])
         record.slots = int(profile["slots"])
         record.throughput = float(profile["throughput"])
         record.last_seen = now

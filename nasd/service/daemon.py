@@ -188,18 +188,16 @@ class Daemon:
             # leave both alone (its engine would not know of a snapshot written now).
             if self.presence.conflict is None:
                 await self._snapshot(writer)
-            farewell = [] if self.presence.conflict else [self._state(self.identity.will())]
+            will = self.identity.publication(self.identity.will())
+            farewell = [] if self.presence.conflict else [will]
             await link.close(farewell)
             link_task.cancel()
             for task in others:
                 task.cancel()
         log.info("daemon.stopped", conflict=self.presence.conflict is not None)
 
-    def _state(self, body: dict[str, Any]) -> Publication:
-        return self.identity.publication(body)
-
     def _birth(self) -> Publication:
-        return self._state(self.identity.birth(self._born_at))
+        return self.identity.publication(self.identity.birth(self._born_at))
 
     async def _on_connect(self) -> None:
         """After every (re)connection: a new birth, then re-send the active assignments."""
@@ -304,7 +302,7 @@ class Daemon:
     ) -> list[Outbound]:
         now = time.time()
         engine.note_link(link_up, now)
-        parsed.refusals.record(engine, conn, now)
+        parsed.refusals.record(conn, now)
         return engine.apply(conn, parsed.inputs, now)
 
     @staticmethod
@@ -346,7 +344,7 @@ class Daemon:
     async def _probe_store(self, writer: Writer) -> None:
         try:
             await writer.run(probe_write)
-            engine = await writer.run(lambda conn: rebuild(conn, time.time()))
+            engine = await writer.read(lambda conn: rebuild(conn, time.time()))
         except sqlite3.Error as exc:
             reason = outage_reason(exc)
             if reason is None:

@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -43,13 +43,10 @@ from nasd.core.wire import (
     reply_address,
 )
 from nasd.core.wire.topics import AgentLeaf
-from nasd.engine import Inbound, Outbound
+from nasd.engine import Inbound, Outbound, security
 from nasd.engine.control import clip, refusal
 from nasd.engine.security import SecurityKind
 from nasd.errors import WireError
-
-if TYPE_CHECKING:
-    from nasd.engine import Engine
 
 log = structlog.get_logger("nasd.service.intake")
 
@@ -174,10 +171,10 @@ class Refusals:
         """How many messages were refused."""
         return sum(t.count for t in self.counts.values())
 
-    def record(self, engine: Engine, conn: sqlite3.Connection, now: float) -> None:
-        """Count these refusals in the database through the engine (inside the caller's
-        transaction): one ``security.<kind>`` event per ``(kind, source)``, at most
-        :data:`MAX_SOURCES_PER_BATCH`, the rest merged per kind."""
+    def record(self, conn: sqlite3.Connection, now: float) -> None:
+        """Count these refusals in the database (inside the caller's transaction): one
+        ``security.<kind>`` event per ``(kind, source)``, at most :data:`MAX_SOURCES_PER_BATCH`,
+        the rest merged per kind."""
         merged: dict[SecurityKind, list[int]] = {}
         for index, ((kind, source), tally) in enumerate(self.counts.items()):
             if index >= MAX_SOURCES_PER_BATCH:
@@ -186,10 +183,10 @@ class Refusals:
                 merged[kind][1] += 1
                 continue
             detail = _detail(tally.count, tally.detail)
-            engine.note_security(conn, kind, source, detail, now, tally.count)
+            security.note(conn, kind, source, detail, now, tally.count)
         for kind, (count, sources) in merged.items():
             detail = f"{count} more from {sources} sources"
-            engine.note_security(conn, kind, None, detail, now, count)
+            security.note(conn, kind, None, detail, now, count)
 
 
 def _detail(count: int, detail: str) -> str:

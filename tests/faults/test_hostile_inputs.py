@@ -188,7 +188,7 @@ def test_ten_thousand_generated_messages_change_nothing_they_must_not(tmp_path: 
         h.now += 0.5
 
         def apply(conn: Any) -> None:
-            parsed.refusals.record(h.engine, conn, h.now)
+            parsed.refusals.record(conn, h.now)
             h.engine.apply(conn, parsed.inputs, h.now)
 
         h.writer.run_sync(apply)

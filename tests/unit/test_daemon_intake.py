@@ -12,7 +12,6 @@ from nasd.core.wire import decode, encode, payload_limit
 from nasd.engine.security import SecurityKind
 from nasd.service.intake import Intake, Parsed, RateLimiter, Refusals, TokenBucket
 from nasd.store import open_memory
-from nasd.store.repo import lease_secret
 
 CONTROL = "nasd/v1/control/request/status"
 
@@ -109,16 +108,13 @@ def test_a_big_batch_is_parsed_in_slices_that_let_the_loop_run() -> None:
 
 def test_refusals_are_written_once_per_kind_and_source_per_batch() -> None:
     conn = open_memory()
-    from nasd.engine import Engine
-
-    engine = Engine(lease_secret(conn))
     refusals = Refusals()
     for i in range(50):
         refusals.add(SecurityKind.MALFORMED, "agent-1", f"bad {i}")
     for i in range(40):
         refusals.add(SecurityKind.OVERSIZED, f"agent-{i}", "big")
     conn.execute("BEGIN")
-    refusals.record(engine, conn, 1.0)
+    refusals.record(conn, 1.0)
     conn.execute("COMMIT")
     rows = dict(conn.execute("SELECT kind, count FROM security_events").fetchall())
     # One row per kind counting every refused message, although malformed was written once
