@@ -92,6 +92,7 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._changed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False  # shutting down: new connections are refused
         self._forwarded = {Direction.UP: 0, Direction.DOWN: 0}
         self._accepted = 0
 
@@ -187,9 +188,13 @@ class Proxy:
         self._port = int(self._server.sockets[0].getsockname()[1])
 
     async def _shutdown(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        await self._close_all()
+        # Until none is left: a connection accepted just before the close may add one, and a
+        # task left pending would be destroyed with the loop ("Event loop is closed").
+        while self._tasks:
+            await self._close_all()
 
     async def _count(self) -> int:
         return len(self._tasks)
@@ -223,7 +228,7 @@ class Proxy:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._accepted += 1
-        if self._mode is Mode.CUT:
+        if self._mode is Mode.CUT or self._closing:
             writer.transport.abort()
             return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
