@@ -1,4 +1,10 @@
-"""``nasd-agent``: attach one device of this machine to a nasd daemon through the broker."""
+"""``nasd-agent``: attach one device of this machine to a nasd daemon through the broker.
+
+For tests only, ``--profile-override KEY=VALUE`` (repeatable) and ``$NASD_AGENT_PROFILE_OVERRIDE``
+(a JSON object) replace fields of the measured hardware profile, so that agents on one machine can
+pose as different devices; see :mod:`agents.profile` for the keys. A bad override, like every other
+user mistake here, is one ``nasd-agent: error: ...`` line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from nasd.errors import ConfigError, NasdError
 
@@ -68,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
         " $NASD_AGENT_TRAINERS, comma-separated). Built-ins and installed 'nasd.trainers' entry"
         " points are always offered; nothing else is ever imported",
     )
+    parser.add_argument(
+        "--profile-override",
+        action="append",
+        default=[],
+        dest="profile_overrides",
+        metavar="KEY=VALUE",
+        help="FOR TESTS ONLY: announce VALUE instead of the measured KEY, one of"
+        " device_name, compute_capability, memory_bytes, free_memory_bytes, samples_per_s,"
+        " throughput (repeatable; applied over $NASD_AGENT_PROFILE_OVERRIDE, a JSON object of the"
+        " same keys). An overridden free_memory_bytes is also what every ready reports",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -84,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
 
     configure(args.log_level)
     try:
+        from agents.profile import profile_overrides
         from nasd.aio import run
 
-        return run(_run(args))
+        # Checked before torch loads: a mistyped override fails in a blink, not after seconds.
+        overrides = profile_overrides(args.profile_overrides, os.environ)
+        return run(_run(args, overrides))
     except (ConfigError, NasdError) as exc:
         print(f"nasd-agent: error: {exc}", file=sys.stderr)
         return 2
@@ -94,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     from agents.probe import parse_device, probe_hardware
+    from agents.profile import apply_overrides, ready_free_memory
     from agents.trainers import configured_trainers, offered_trainers
     from agents.worker import Agent, AgentOptions
     from nasd.core.wire import check_agent_id, preload
@@ -129,6 +152,7 @@ async def _run(args: argparse.Namespace) -> int:
     profile = await asyncio.to_thread(
         probe_hardware, device, benchmark_seconds=args.benchmark_seconds
     )
+    profile = apply_overrides(profile, overrides)
     agent = Agent(
         AgentOptions(
             broker=broker,
@@ -140,6 +164,7 @@ async def _run(args: argparse.Namespace) -> int:
             checkpoint_dir=checkpoints,
             heartbeat_s=args.heartbeat,
             trainers=trainers,
+            free_memory=ready_free_memory(str(profile["device"]), overrides),
         )
     )
     loop = asyncio.get_running_loop()

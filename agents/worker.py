@@ -83,6 +83,9 @@ class AgentOptions:
     heartbeat_s: float = 2.0
     trainers: tuple[str, ...] = ()
     """Trainers offered beyond the installed ones: ``module:function`` paths (``--trainer``)."""
+    free_memory: Callable[[], int | None] | None = None
+    """Reads the device's free bytes for each ``ready`` (``agents.profile.ready_free_memory``);
+    None, or a None reading, leaves ``free_memory_bytes`` out of it."""
 
 
 class AgentLink(Protocol):
@@ -285,7 +288,10 @@ class Agent:
         """Tell the daemon our slots and jobs; this also ends a drain (see the module doc)."""
         assert self.link is not None
         self._drained = False
-        body = {"slots": self.options.slots, "running": sorted(self.running)}
+        body: dict[str, Any] = {"slots": self.options.slots, "running": sorted(self.running)}
+        free = self.options.free_memory() if self.options.free_memory is not None else None
+        if free is not None:
+            body["free_memory_bytes"] = free
         await self.link.publish(
             Publication(self.topic(AgentLeaf.READY), encode("agent.ready", body))
         )

@@ -3,7 +3,8 @@
 ``build_model(space_spec, genotype)`` dispatches on ``space_spec["kind"]``: ``cnn`` builds the
 space's convolutional network; ``hparams`` builds an MLP from the genotype's ``layers``,
 ``width``, ``activation`` and ``dropout`` (defaults 2, 128, relu, 0.0), with the input size and
-class count taken from the spec's ``input_shape`` and ``num_classes``.
+class count taken from the spec's ``input_shape`` and ``num_classes``; ``unet`` builds the
+seed's segmentation U-Net (:mod:`agents.models.unet`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from agents.models.cnn import build_cnn
+from agents.models.unet import build_unet
 from nasd.core.space.hparams import HparamsSpace
 from nasd.core.values import is_int, is_number
 from nasd.errors import InvalidGenotype
@@ -65,6 +67,7 @@ def build_mlp(space_spec: Mapping[str, Any], genotype: Mapping[str, Any]) -> nn.
 BUILDERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], nn.Module]] = {
     "cnn": build_cnn,
     "hparams": build_mlp,
+    "unet": build_unet,
 }
 
 

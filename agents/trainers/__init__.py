@@ -2,8 +2,9 @@
 
 :func:`load_trainer` resolves a task's ``trainer`` name in this order:
 
-1. a built-in: ``mnist1d`` and ``digits`` (CNNs trained with PyTorch), ``nb201`` (a tabular
-   NAS-Bench-201 lookup, no training) and ``zero`` (instant, for throughput benchmarks);
+1. a built-in: ``mnist1d`` and ``digits`` (CNNs trained with PyTorch), ``unet_em`` (U-Nets
+   segmenting the ISBI-2012 EM membrane slices), ``nb201`` (a tabular NAS-Bench-201 lookup, no
+   training) and ``zero`` (instant, for throughput benchmarks);
 2. an entry point in the ``nasd.trainers`` group, so a third-party package can add trainers;
 3. a ``package.module:function`` import path.
 
@@ -63,6 +64,7 @@ BUILTIN_TRAINERS: dict[str, str] = {
     "digits": "agents.trainers.digits:train",
     "nb201": "agents.trainers.nb201:train",
     "zero": "agents.trainers.zero:train",
+    "unet_em": "agents.trainers.unet_em:train",
 }
 """Built-in trainer names and the import path of each one's ``train`` function."""
 

@@ -180,6 +180,8 @@ class DaemonSession:
                 raise DaemonError(f"the daemon answered status with {type(page).__name__}")
             if not merged:
                 merged = dict(page)
+            else:
+                _merge_scheduling(merged, page)
             if not agents_done:
                 agents.extend(page.get("agents", []))
             if not experiments_done:
@@ -195,6 +197,23 @@ class DaemonSession:
             merged.pop(f"{key}_total", None)
         merged["agents"], merged["experiments"] = agents, experiments
         return merged
+
+
+def _merge_scheduling(merged: dict[str, Any], page: dict[str, Any]) -> None:
+    """Add a later page's ``scheduling.models`` to the first page's (a daemon may page them with
+    the experiments); the compute classes are the first page's."""
+    later = page.get("scheduling")
+    if not isinstance(later, dict) or not isinstance(later.get("models"), dict):
+        return
+    first = merged.get("scheduling")
+    if not isinstance(first, dict):
+        merged["scheduling"] = later
+        return
+    models = first.get("models")
+    merged["scheduling"] = {
+        **first,
+        "models": {**(models if isinstance(models, dict) else {}), **later["models"]},
+    }
 
 
 def _complete(page: dict[str, Any], key: str, have: int) -> bool:

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--broker", default=None, help="override [daemon].broker")
     serve.add_argument("--db", type=Path, default=None, help="override [daemon].db")
 
-    submit = sub.add_parser("submit", help="add an experiment to a running daemon")
+    submit = sub.add_parser("submit", help="add an experiment (every model of it) to a daemon")
     submit.add_argument("experiment", type=Path, help="experiment file")
     submit.add_argument("--broker", default=None, help="broker URL (default: from --config)")
     submit.add_argument("--config", type=Path, default=None, help="daemon settings (nasd.toml)")
@@ -72,13 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    best = sub.add_parser("best", help="the best evaluation of an experiment")
-    best.add_argument("name", help="experiment name")
+    best = sub.add_parser("best", help="the best evaluation of an experiment (or of each model)")
+    best.add_argument("name", help="experiment name, or a multi-model file's (each model's best)")
     _add_db(best)
     best.add_argument("--json", action="store_true", help="machine-readable output")
 
     export = sub.add_parser("export", help="one row per evaluation, as CSV or JSON lines")
-    export.add_argument("name", help="experiment name")
+    export.add_argument(
+        "name", help="experiment name, or a multi-model file's (every model, with a model column)"
+    )
     _add_db(export)
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.add_argument("-o", "--output", type=Path, default=None, help="file (default: stdout)")
@@ -96,7 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
         "agent-credentials", help="create and manage agents' broker users (Mosquitto)"
     )
     _add_credentials_arguments(credentials)
+    bench = sub.add_parser("bench", help="measurements of nasd's claims (simulated, no daemon)")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    _add_bench_scheduling_arguments(
+        benches.add_parser("scheduling", help="SHADHO vs spread vs first-free on a simulated pool")
+    )
     return parser
+
+
+def _add_bench_scheduling_arguments(parser: argparse.ArgumentParser) -> None:
+    from nasd.bench import scheduling
+
+    scheduling.add_arguments(parser)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from nasd.bench import scheduling
+
+    return scheduling.run(args)
 
 
 def _add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,38 +211,36 @@ def _control(args: argparse.Namespace, command: str, payload: dict[str, Any]) ->
 def _cmd_run(args: argparse.Namespace) -> int:
     from nasd.aio import run
     from nasd.cli.runner import RunOptions, default_db, run_local
-    from nasd.config import load_experiment
+    from nasd.config import load_experiments
     from nasd.logs import configure
 
-    config = load_experiment(args.experiment)
-    if args.budget is not None:
-        if args.budget < 1:
-            raise ConfigError(f"--budget must be >= 1, got {args.budget}")
-        config = config.with_budget(args.budget)
+    if args.budget is not None and args.budget < 1:
+        raise ConfigError(f"--budget must be >= 1, got {args.budget}")
+    configs = load_experiments(args.experiment, budget=args.budget)
     if not 1 <= args.agents <= 64:
         raise ConfigError(f"--agents must be between 1 and 64, got {args.agents}")
-    db = args.db or default_db(config)
-    run_dir = db.parent / config.name
+    options = RunOptions(tuple(configs), args.db or default_db(configs), args.agents, args.fresh)
+    run_dir = options.db.parent / options.name
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = (run_dir / "daemon.log").open("a")
     try:
         configure(args.log_level, fmt="json", stream=log_file)
-        outcome = run(run_local(RunOptions(config, db, args.agents, args.fresh)))
+        outcome = run(run_local(options))
     finally:
         log_file.close()
     if outcome.interrupted:
         return 130
-    return 0 if outcome.best is not None else 1
+    return 0 if outcome.found else 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from nasd.aio import run
-    from nasd.config import load_daemon_settings, load_experiment
+    from nasd.config import load_daemon_settings, load_experiments
     from nasd.mqtt import BrokerUrl
     from nasd.service.daemon import Daemon, DaemonOptions
 
     settings = load_daemon_settings(args.config)
-    experiments = [load_experiment(path) for path in settings.experiments]
+    experiments = [config for path in settings.experiments for config in load_experiments(path)]
     options = DaemonOptions(
         broker=BrokerUrl.parse(args.broker or settings.broker),
         db=Path(args.db or settings.db),
@@ -236,12 +253,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from nasd.config import load_experiment
+    """Submit every experiment of the file (one per model), each answered on its own line."""
+    from nasd.config import load_experiments
 
-    config = load_experiment(args.experiment)
-    result = _control(args, "submit", {"config": config.to_dict()})
-    verb = "submitted" if result["created"] else "already present"
-    print(f"{result['experiment']}: {verb} ({result['status']})")
+    for config in load_experiments(args.experiment):
+        result = _control(args, "submit", {"config": config.to_dict()})
+        verb = "submitted" if result["created"] else "already present"
+        print(f"{result['experiment']}: {verb} ({result['status']})", flush=True)
     return 0
 
 
@@ -275,17 +293,39 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _members(conn: sqlite3.Connection, name: str, db: Path) -> dict[str, str | None]:
+    """What ``name`` stands for: ``{experiment: None}`` for an experiment, else the experiments
+    of the group ``name`` (the models of a multi-model file) as ``{experiment: model}``."""
+    from nasd.store import queries, recovery
+
+    if name in queries.experiment_names(conn):
+        return {name: None}
+    members: dict[str, str | None] = {
+        stored.name: str(stored.config["experiment"].get("model") or stored.name)
+        for stored in recovery.experiments(conn)
+        if stored.config.get("experiment", {}).get("group") == name
+    }
+    if not members:
+        raise ConfigError(f"no experiment or model group named {name!r} in {db}")
+    return members
+
+
 def _cmd_best(args: argparse.Namespace) -> int:
     from nasd.cli import report
     from nasd.store import queries
 
     conn = _reader(args)
     try:
-        if args.name not in queries.experiment_names(conn):
-            raise ConfigError(f"no experiment named {args.name!r} in {_db_path(args)}")
-        best = queries.best_trial(conn, args.name)
+        members = _members(conn, args.name, _db_path(args))
+        bests = {experiment: queries.best_trial(conn, experiment) for experiment in members}
+        # A group's models as the scheduler sees them, where the database keeps that view.
+        grouped = members != {args.name: None}
+        scheduling = queries.status(conn).get("scheduling") if grouped else None
     finally:
         conn.close()
+    if grouped:
+        return _print_group_best(args, members, bests, scheduling)
+    best = bests[args.name]
     if best is None:
         raise ConfigError(f"experiment {args.name!r} has no finished evaluation yet")
     if args.json:
@@ -295,20 +335,55 @@ def _cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_group_best(
+    args: argparse.Namespace,
+    members: dict[str, str | None],
+    bests: dict[str, dict[str, Any] | None],
+    scheduling: Any,
+) -> int:
+    """``nasd best GROUP``: each model's best, with its complexity, priority and classes."""
+    from nasd.cli import report
+
+    if all(best is None for best in bests.values()):
+        raise ConfigError(f"no model of {args.name!r} has a finished evaluation yet")
+    models = (scheduling.get("models") or {}) if isinstance(scheduling, dict) else {}
+    if args.json:
+        group = [
+            {
+                "experiment": experiment,
+                "model": model,
+                "best": bests[experiment],
+                "scheduling": models.get(experiment),
+            }
+            for experiment, model in members.items()
+        ]
+        print(json.dumps({"group": args.name, "models": group}, indent=2, sort_keys=True))
+    else:
+        print(report.group_best_summary(args.name, bests, models))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from nasd.cli import report
     from nasd.store import queries
 
     conn = _reader(args)
     try:
-        if args.name not in queries.experiment_names(conn):
-            raise ConfigError(f"no experiment named {args.name!r} in {_db_path(args)}")
-        rows = list(queries.export_rows(conn, args.name))
+        members = _members(conn, args.name, _db_path(args))
+        if members == {args.name: None}:
+            rows = list(queries.export_rows(conn, args.name))
+        else:  # a group: every model's rows, each saying which model it belongs to
+            rows = [
+                {"model": model, **row}
+                for experiment, model in members.items()
+                for row in queries.export_rows(conn, experiment)
+            ]
     finally:
         conn.close()
     out = args.output.open("w", newline="") if args.output else sys.stdout
+    leading = () if members == {args.name: None} else ("model",)
     try:
-        report.write_export(rows, out, args.format)
+        report.write_export(rows, out, args.format, leading=leading)
     finally:
         if args.output:
             out.close()
@@ -338,6 +413,7 @@ def _cmd_agent_credentials(args: argparse.Namespace) -> int:
 
 
 _HANDLERS = {
+    "bench": _cmd_bench,
     "serve": _cmd_serve,
     "submit": _cmd_submit,
     "pause": _cmd_lifecycle,

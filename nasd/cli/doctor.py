@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_config(path: Path) -> tuple[list[Result], DaemonSettings | None]:
     """The daemon settings load, and so does every experiment file they list."""
-    from nasd.config import load_daemon_settings, load_experiment
+    from nasd.config import load_daemon_settings, load_experiments
     from nasd.errors import ConfigError
 
     try:
@@ -74,13 +74,14 @@ def check_config(path: Path) -> tuple[list[Result], DaemonSettings | None]:
     results = [Result("config", Level.OK, f"{path} loads")]
     for experiment in settings.experiments:
         try:
-            config = load_experiment(experiment)
+            configs = load_experiments(experiment)
         except ConfigError as exc:
             results.append(
                 Result("experiment", Level.FAIL, str(exc), f"correct {experiment} or drop it")
             )
         else:
-            results.append(Result("experiment", Level.OK, f"{config.name} ({experiment}) is valid"))
+            names = ", ".join(config.name for config in configs)
+            results.append(Result("experiment", Level.OK, f"{names} ({experiment}) is valid"))
     return results, settings
 
 

@@ -1,13 +1,15 @@
 """The live progress line of ``nasd run`` and its closing summary, read from the database.
 
 On a terminal the line is redrawn in place; otherwise (CI, a pipe) a line is printed whenever the
-number of finished evaluations changes, so logs stay short.
+number of finished evaluations changes, so logs stay short. A multi-model run shows the totals
+over its models, then each model's own count and best value on the same line.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,10 +26,10 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressView:
-    """Draws ``[done/budget] best … | agents busy b/n | mm:ss`` for one experiment."""
+    """Draws ``[done/budget] best … | agents busy b/n | mm:ss`` for the experiments of a run."""
 
-    def __init__(self, config: ExperimentConfig, db: Path, out: IO[str]) -> None:
-        self.config = config
+    def __init__(self, configs: Sequence[ExperimentConfig], db: Path, out: IO[str]) -> None:
+        self.configs = list(configs)
         self.db = db
         self.out = out
         self.tty = out.isatty()
@@ -36,12 +38,30 @@ class ProgressView:
         self._last_line = ""
         self._last_done = -1
 
+    @property
+    def _group(self) -> str | None:
+        """The models' group name for a multi-model run; None for a single experiment."""
+        return self.configs[0].group if len(self.configs) > 1 or self.configs[0].group else None
+
     def start(self, broker_url: str, agents: int) -> None:
         """Print the header: what runs where."""
+        if self._group is None:
+            config = self.configs[0]
+            what = (
+                f"{config.name}: {config.budget} evaluations, strategy {config.strategy_name},"
+                f" trainer {config.trainer}"
+            )
+        else:
+            models = "; ".join(
+                f"{c.model or c.name}: {c.budget}, {c.strategy_name}" for c in self.configs
+            )
+            trainers = ", ".join(sorted({c.trainer for c in self.configs}))
+            what = (
+                f"{self._group}: {len(self.configs)} models,"
+                f" {sum(c.budget for c in self.configs)} evaluations ({models}), trainer {trainers}"
+            )
         print(
-            f"nasd: {self.config.name}: {self.config.budget} evaluations, strategy "
-            f"{self.config.strategy_name}, trainer {self.config.trainer}, {agents} local agents, "
-            f"broker {broker_url}, database {self.db}",
+            f"nasd: {what}, {agents} local agents, broker {broker_url}, database {self.db}",
             file=self.out,
             flush=True,
         )
@@ -54,28 +74,24 @@ class ProgressView:
                 return None
         return self._conn
 
-    def refresh(self) -> dict[str, Any] | None:
-        """Redraw from the database; returns the experiment summary (None before it exists)."""
+    def refresh(self) -> list[dict[str, Any]] | None:
+        """Redraw from the database; the experiments' summaries (None until all of them exist)."""
         conn = self._reader()
         if conn is None:
             return None
-        summary = queries.experiment_summary(conn, self.config.name)
-        if summary is None:
+        summaries = [queries.experiment_summary(conn, c.name) for c in self.configs]
+        if any(summary is None for summary in summaries):
             return None
+        found = [summary for summary in summaries if summary is not None]
         agents = [a for a in queries.agent_summaries(conn) if a["online"]]
         busy = sum(1 for a in agents if a["busy"])
-        best = summary["best"]
-        best_text = (
-            f"best {best['metric']} {best['value']:.4f} (trial {best['trial_id']})"
-            if best
-            else "best -"
-        )
-        failed = f" ({summary['failed']} failed)" if summary["failed"] else ""
+        done = sum(s["done"] + s["failed"] for s in found)
+        failed_count = sum(s["failed"] for s in found)
+        failed = f" ({failed_count} failed)" if failed_count else ""
         line = (
-            f"[{summary['done'] + summary['failed']:>4}/{summary['budget']}]{failed} {best_text}"
+            f"[{done:>4}/{sum(s['budget'] for s in found)}]{failed} {self._bests(found)}"
             f" | agents busy {busy}/{len(agents)} | {_clock(time.monotonic() - self.started)}"
         )
-        done = summary["done"] + summary["failed"]
         if self.tty:
             self.out.write("\r" + line.ljust(len(self._last_line)))
             self.out.flush()
@@ -83,36 +99,54 @@ class ProgressView:
         elif done != self._last_done:
             print(line, file=self.out, flush=True)
         self._last_done = done
-        return summary
+        return found
+
+    def _bests(self, summaries: Sequence[Mapping[str, Any]]) -> str:
+        """``best val_acc 0.9475 (trial 9)``, or per model ``cnn 3/10 0.9475, unet 1/20 -``."""
+        if self._group is None:
+            best = summaries[0]["best"]
+            if best is None:
+                return "best -"
+            return f"best {best['metric']} {best['value']:.4f} (trial {best['trial_id']})"
+        parts = []
+        for config, summary in zip(self.configs, summaries, strict=True):
+            best = summary["best"]
+            value = f"{best['value']:.4f}" if best else "-"
+            finished = summary["done"] + summary["failed"]
+            parts.append(f"{config.model or config.name} {finished}/{summary['budget']} {value}")
+        metric = next((s["best"]["metric"] for s in summaries if s["best"]), None)
+        return f"best {metric or '-'}: " + ", ".join(parts)
 
     def finish(self, interrupted: bool) -> None:
-        """Print the summary: best architecture, its test accuracy, size, checkpoint, database."""
+        """Print the summary: per experiment its best architecture, test accuracy, size and
+        checkpoint; then the database."""
         if self.tty:
             self.out.write("\n")
         conn = self._reader()
         if conn is None:
             return
-        best = queries.best_trial(conn, self.config.name)
-        summary = queries.experiment_summary(conn, self.config.name)
-        conn.close()
-        self._conn = None
+        try:
+            bests = [queries.best_trial(conn, c.name) for c in self.configs]
+            summaries = [queries.experiment_summary(conn, c.name) for c in self.configs]
+        finally:
+            conn.close()
+            self._conn = None
         elapsed = _clock(time.monotonic() - self.started)
         if interrupted:
             print(
                 f"interrupted after {elapsed}; progress is saved: run the same command to resume",
                 file=self.out,
             )
-        elif summary is not None:
-            print(
-                f"{self.config.name}: {summary['status']} in {elapsed}: {summary['done']} "
-                f"evaluations finished, {summary['failed']} failed",
-                file=self.out,
-            )
-        if best is None:
-            print("no finished evaluation yet", file=self.out)
-            return
-        print(
-            report.best_summary(self.config.name, best, build_space(self.config.space)),
-            file=self.out,
-        )
+        for config, summary, best in zip(self.configs, summaries, bests, strict=True):
+            if summary is not None and not interrupted:
+                print(
+                    f"{config.name}: {summary['status']} in {elapsed}: {summary['done']} "
+                    f"evaluations finished, {summary['failed']} failed",
+                    file=self.out,
+                )
+            if best is None:
+                prefix = f"{config.name}: " if self._group is not None else ""
+                print(f"{prefix}no finished evaluation yet", file=self.out)
+                continue
+            print(report.best_summary(config.name, best, build_space(config.space)), file=self.out)
         print(f"database: {self.db}", file=self.out, flush=True)

@@ -10,13 +10,20 @@ import csv
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from nasd.core.space import SearchSpace
 from nasd.store.queries import EXPORT_COLUMNS
 
-__all__ = ["METRIC_PREFIX", "best_summary", "status_table", "write_export"]
+__all__ = [
+    "METRIC_PREFIX",
+    "best_summary",
+    "group_best_summary",
+    "scheduling_lines",
+    "status_table",
+    "write_export",
+]
 
 
 MAX_DETAIL_SHOWN = 80
@@ -24,12 +31,15 @@ MAX_DETAIL_SHOWN = 80
 
 
 def status_table(data: Mapping[str, Any], now: float | None = None) -> str:
-    """The experiments table, a blank line, the agents table and, if any, the refused inputs.
+    """The experiments table, a blank line, the agents table, the scheduler's view (if the status
+    has one) and, if any, the refused inputs.
 
     An experiment that waits for an agent offering its trainer gets a ``waiting:`` line under
     its row; a quarantined agent (compared with ``now``, the current time by default) says for
     how long and why. Refused inputs (``security.*`` events, :mod:`nasd.engine.security`) are
-    counted per kind, with the last sender and detail.
+    counted per kind, with the last sender and detail. ``data["scheduling"]`` (absent for older
+    databases and daemons) adds the compute classes and each experiment's complexity, priority
+    and assigned classes (:func:`scheduling_lines`).
     """
     now = time.time() if now is None else now
     lines = [
@@ -61,6 +71,7 @@ def status_table(data: Mapping[str, Any], now: float | None = None) -> str:
             f"{'yes' if a['busy'] else 'no':<5} {a['slots']:>5}  {a['device'] or '-'!s:<13} "
             f"{jobs}"
         )
+    lines += scheduling_lines(data.get("scheduling"), [e["name"] for e in data["experiments"]])
     refused = data.get("security") or {}
     if refused:
         lines += ["", "REFUSED INPUT         COUNT  LAST FROM             LAST DETAIL"]
@@ -69,6 +80,57 @@ def status_table(data: Mapping[str, Any], now: float | None = None) -> str:
             detail = str(seen.get("last_detail") or "")[:MAX_DETAIL_SHOWN]
             lines.append(f"{kind:<21} {seen['count']:>5}  {source:<21} {detail}")
     return "\n".join(lines)
+
+
+def scheduling_lines(scheduling: object, order: Sequence[str] = ()) -> list[str]:
+    """The compute classes and the models as the hardware-aware scheduler sees them.
+
+    ``scheduling`` is ``status["scheduling"]``: ``{"classes": [{name, speed, agents, free}],
+    "models": {experiment: {complexity, priority, classes, group, model}}}``. The models come in
+    ``order`` (the experiments table's), then any others by name. Each section starts with a blank
+    line; nothing at all when there is no such mapping.
+    """
+    if not isinstance(scheduling, Mapping):
+        return []
+    lines: list[str] = []
+    classes = [c for c in scheduling.get("classes") or [] if isinstance(c, Mapping)]
+    if classes:
+        lines += ["", "COMPUTE CLASS         SAMPLES/S   FREE  AGENTS"]
+        for cls in classes:
+            agents = ", ".join(str(a) for a in cls.get("agents") or []) or "-"
+            lines.append(
+                f"{cls.get('name', '-')!s:<21} {_speed(cls.get('speed')):>9}  "
+                f"{cls.get('free', '-')!s:>5}  {agents}"
+            )
+    models = scheduling.get("models")
+    if isinstance(models, Mapping) and models:
+        names = [n for n in order if n in models] + sorted(set(models) - set(order))
+        lines += ["", "MODEL                 COMPLEXITY  PRIORITY  CLASSES"]
+        for name in names:
+            model = models[name] if isinstance(models[name], Mapping) else {}
+            lines.append(
+                f"{name:<21} {_significant(model.get('complexity')):>10}  "
+                f"{_significant(model.get('priority')):>8}  {_classes(model)}"
+            )
+    return lines
+
+
+def _significant(value: object) -> str:
+    """Three significant digits (``1.23e+03``, ``0.0421``), or ``-`` for no number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value:.3g}"
+
+
+def _speed(value: object) -> str:
+    """Samples per second: whole numbers from 100 up (``1,234``), else three significant digits."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _classes(model: Mapping[str, Any]) -> str:
+    return ", ".join(str(c) for c in model.get("classes") or []) or "-"
 
 
 def _quarantine(agent: Mapping[str, Any], now: float) -> str:
@@ -106,6 +168,34 @@ def best_summary(experiment: str, best: Mapping[str, Any], space: SearchSpace | 
     return "\n".join(lines)
 
 
+def group_best_summary(
+    group: str,
+    bests: Mapping[str, Mapping[str, Any] | None],
+    scheduling: Mapping[str, Any] | None = None,
+) -> str:
+    """``nasd best GROUP``: each model's best trial (:func:`best_summary`), one block per model.
+
+    ``bests`` maps each experiment of the group to its best trial (None: none finished yet);
+    ``scheduling`` is ``status["scheduling"]["models"]`` where known, adding each model's
+    complexity, priority and compute classes to its block.
+    """
+    blocks = [f"{group}: {len(bests)} models"]
+    for experiment, best in bests.items():
+        block = []
+        seen = (scheduling or {}).get(experiment)
+        if isinstance(seen, Mapping):
+            block.append(
+                f"{experiment}: complexity {_significant(seen.get('complexity'))}, priority "
+                f"{_significant(seen.get('priority'))}, classes {_classes(seen)}"
+            )
+        if best is None:
+            block.append(f"{experiment}: no finished evaluation yet")
+        else:
+            block.append(best_summary(experiment, best))
+        blocks.append("\n".join(block))
+    return "\n\n".join(blocks)
+
+
 def _number(value: float) -> str:
     """Whole numbers with thousands separators (parameter counts), others to four places."""
     if float(value).is_integer():
@@ -117,13 +207,17 @@ METRIC_PREFIX = "metric."
 """CSV column prefix of every metric (``metric.val_acc``): metrics never collide with columns."""
 
 
-def write_export(rows: Iterable[Mapping[str, Any]], out: TextIO, fmt: str) -> None:
+def write_export(
+    rows: Iterable[Mapping[str, Any]], out: TextIO, fmt: str, *, leading: Sequence[str] = ()
+) -> None:
     """One row per evaluation as ``jsonl`` or ``csv``.
 
     ``rows`` are :func:`nasd.store.queries.export_rows`: the fixed ``EXPORT_COLUMNS`` and a
     ``metrics`` mapping. JSON lines keep that shape (``{"trial_id": ..., "metrics": {...}}``);
     CSV has the fixed columns, then one ``metric.<name>`` column per metric name, sorted, empty
     where a trial has no such metric. Metric names can therefore never replace a fixed column.
+    ``leading`` columns (``model`` for a multi-model group) come first in CSV; JSON lines carry
+    them as the rows do.
     """
     if fmt == "jsonl":
         for row in rows:
@@ -132,12 +226,13 @@ def write_export(rows: Iterable[Mapping[str, Any]], out: TextIO, fmt: str) -> No
     rows = list(rows)
     metric_names = sorted({name for r in rows for name in r.get("metrics", {})})
     writer = csv.writer(out)
-    writer.writerow([*EXPORT_COLUMNS, *(METRIC_PREFIX + name for name in metric_names)])
+    columns = [*leading, *EXPORT_COLUMNS]
+    writer.writerow([*columns, *(METRIC_PREFIX + name for name in metric_names)])
     for row in rows:
         metrics = row.get("metrics", {})
         writer.writerow(
             [
-                *(row.get(column) for column in EXPORT_COLUMNS),
+                *(row.get(column) for column in columns),
                 *(metrics.get(name, "") for name in metric_names),
             ]
         )

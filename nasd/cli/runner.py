@@ -2,23 +2,27 @@
 
 Everything a run writes lives beside its database: ``<db dir>/<experiment>/`` holds the daemon and
 agent logs, the agents' spools and the checkpoints. Running the same command again resumes the
-experiment from its database; ``--fresh`` deletes the database first.
+experiment from its database; ``--fresh`` deletes the database first. A multi-model file runs
+every model (one experiment each) in the same daemon and ends when all of them are complete;
+``<experiment>`` is then the file's own experiment name (the models' group).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import sqlite3
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from nasd.cli.progress import ProgressView
 from nasd.config import ExperimentConfig
-from nasd.errors import ConfigError
+from nasd.errors import ConfigError, NasdError
 from nasd.mqtt import BrokerUrl
 from nasd.mqtt.broker import EmbeddedBroker
 from nasd.service.daemon import Daemon, DaemonOptions
@@ -27,13 +31,25 @@ from nasd.store import open_reader, queries
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """What ``nasd run`` was asked to do."""
+    """What ``nasd run`` was asked to do: the experiments of one file (one per model)."""
 
-    config: ExperimentConfig
+    configs: tuple[ExperimentConfig, ...]
     db: Path
     agents: int = 2
     fresh: bool = False
     benchmark_seconds: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """The file's experiment name: the models' group, or the single experiment's name."""
+        return run_name(self.configs)
+
+
+def run_name(configs: Sequence[ExperimentConfig]) -> str:
+    """The name a run goes by (its database, its log folder): the group, else the experiment."""
+    if not configs:
+        raise ConfigError("nothing to run: the experiment file defines no experiment")
+    return configs[0].group or configs[0].name
 
 
 def delete_database(db: Path) -> None:
@@ -44,12 +60,17 @@ def delete_database(db: Path) -> None:
 
 
 async def _spawn_agent(
-    url: str, index: int, count: int, run_dir: Path, benchmark_seconds: float, trainer: str
+    url: str,
+    index: int,
+    count: int,
+    run_dir: Path,
+    benchmark_seconds: float,
+    trainers: Sequence[str],
 ) -> asyncio.subprocess.Process:
     threads = max(1, (os.cpu_count() or 1) // count)
     name = f"local-{index}"
     # Agents run only the trainers they offer: a user's module:function must be named to them.
-    offer = ["--trainer", trainer] if ":" in trainer else []
+    offer = [arg for trainer in trainers if ":" in trainer for arg in ("--trainer", trainer)]
     log_file = (run_dir / f"agent-{index}.log").open("ab")
     try:
         return await asyncio.create_subprocess_exec(
@@ -83,30 +104,43 @@ async def _spawn_agent(
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How ``nasd run`` ended: the best trial so far and whether Ctrl-C stopped it."""
+    """How ``nasd run`` ended: each experiment's best trial so far, and whether Ctrl-C stopped it.
 
-    best: dict[str, Any] | None
+    ``bests`` maps every experiment of the run (one per model) to its best trial, None where it
+    has no finished evaluation.
+    """
+
+    bests: dict[str, dict[str, Any] | None]
     interrupted: bool = False
+
+    @property
+    def found(self) -> bool:
+        """True when every experiment of the run has a best trial (the run's exit status)."""
+        return bool(self.bests) and all(best is not None for best in self.bests.values())
 
 
 async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcome:
-    """Run the experiment to completion (or Ctrl-C); return its best trial."""
-    config = options.config
+    """Run every experiment to completion (or Ctrl-C); return their best trials."""
+    configs = list(options.configs)
     if options.fresh:
         delete_database(options.db)
-    run_dir = options.db.parent / config.name
+    run_dir = options.db.parent / options.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    if _already_complete(options.db, config):
+    if all(_already_complete(options.db, config) for config in configs):
         print(
-            f"{config.name}: already complete in {options.db} (use --fresh to start over)", file=out
+            f"{options.name}: already complete in {options.db} (use --fresh to start over)",
+            file=out,
         )
-        return RunOutcome(_best(options.db, config.name))
+        outcome = RunOutcome(_bests(options.db, configs))
+        write_figures(configs, outcome.bests, out, missing_only=True)
+        return outcome
     broker = EmbeddedBroker()
     await broker.start()
     daemon = Daemon(
-        DaemonOptions(BrokerUrl.parse(broker.url), options.db, connect_timeout_s=15.0), [config]
+        DaemonOptions(BrokerUrl.parse(broker.url), options.db, connect_timeout_s=15.0), configs
     )
-    view = ProgressView(config, options.db, out)
+    trainers = sorted({config.trainer for config in configs})
+    view = ProgressView(configs, options.db, out)
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError):
@@ -131,14 +165,16 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcom
                         options.agents,
                         run_dir,
                         options.benchmark_seconds,
-                        options.config.trainer,
+                        trainers,
                     )
                     for i in range(options.agents)
                 ]
                 view.start(broker.url, options.agents)
                 while not interrupted.is_set() and not daemon_task.done():
-                    summary = view.refresh()
-                    if summary is not None and summary["status"] in ("done", "cancelled"):
+                    summaries = view.refresh()
+                    if summaries is not None and all(
+                        summary["status"] in _FINISHED for summary in summaries
+                    ):
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(interrupted.wait(), timeout=0.5)
@@ -151,7 +187,14 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcom
     finally:
         await broker.stop()
     view.finish(interrupted.is_set())
-    return RunOutcome(_best(options.db, config.name), interrupted.is_set())
+    outcome = RunOutcome(_bests(options.db, configs), interrupted.is_set())
+    if not outcome.interrupted:
+        write_figures(configs, outcome.bests, out)
+    return outcome
+
+
+_FINISHED = ("done", "cancelled")
+"""Experiment statuses after which ``nasd run`` has nothing left to wait for."""
 
 
 async def _until_ready(
@@ -203,17 +246,19 @@ def _already_complete(db: Path, config: ExperimentConfig) -> bool:
     )
 
 
-def _best(db: Path, name: str) -> dict[str, Any] | None:
+def _bests(db: Path, configs: Sequence[ExperimentConfig]) -> dict[str, dict[str, Any] | None]:
+    if not db.exists() or _has_no_tables(db):
+        return {config.name: None for config in configs}
     conn = open_reader(db)
     try:
-        return queries.best_trial(conn, name)
+        return {config.name: queries.best_trial(conn, config.name) for config in configs}
     finally:
         conn.close()
 
 
-def default_db(config: ExperimentConfig) -> Path:
-    """Where ``nasd run`` keeps an experiment's database unless ``--db`` says otherwise."""
-    return Path("runs") / f"{config.name}.db"
+def default_db(configs: Sequence[ExperimentConfig]) -> Path:
+    """Where ``nasd run`` keeps a file's database unless ``--db`` says otherwise."""
+    return Path("runs") / f"{run_name(configs)}.db"
 
 
 def _has_no_tables(db: Path) -> bool:
@@ -228,3 +273,71 @@ def _has_no_tables(db: Path) -> bool:
         return False  # not a database: open_reader says so in one line
     finally:
         conn.close()
+
+
+FIGURE_TRAINER = "unet_em"
+"""The trainer whose models may ask for a figure (``task.options.figure``, a PNG path)."""
+
+
+def write_figures(
+    configs: Sequence[ExperimentConfig],
+    bests: Mapping[str, Mapping[str, Any] | None],
+    out: IO[str],
+    *,
+    missing_only: bool = False,
+) -> list[Path]:
+    """Draw the U-Net EM figure of every model that asks for one; return the paths written.
+
+    A model asks with ``figure`` in its ``task.options`` (a path relative to the working
+    directory) and trainer ``unet_em``; the figure compares the default U-Net with the model's
+    best genotype on the held-out slices of ``task.options.data``. Two models asking for the
+    same path get the model name added before the suffix. ``missing_only`` skips figures that
+    exist already (a run found complete). The drawing code lives with the agent (it trains);
+    without the agent extra one line says so and nothing fails.
+    """
+    wanted = [
+        config
+        for config in configs
+        if config.trainer == FIGURE_TRAINER and config.task.get("options", {}).get("figure")
+    ]
+    if not wanted:
+        return []
+    try:
+        figure_module = importlib.import_module("agents.unet_figure")
+    except ImportError as exc:
+        print(
+            f"figure: not drawn: it needs the agent extra (pip install 'nasd[agent]'): {exc}",
+            file=out,
+        )
+        return []
+    written: list[Path] = []
+    for config, path in zip(wanted, _figure_paths(wanted), strict=True):
+        best = bests.get(config.name)
+        options = dict(config.task.get("options", {}))
+        if best is None:
+            print(f"{config.name}: no figure: no finished evaluation", file=out)
+        elif "data" not in options:
+            print(f"{config.name}: no figure: task.options.data names no data folder", file=out)
+        elif not (missing_only and path.exists()):
+            try:
+                result = figure_module.write_figure(
+                    options["data"], config.space, best["genotype"], path, options=options
+                )
+            except (NasdError, OSError, ValueError) as exc:
+                print(f"{config.name}: figure not drawn: {exc}", file=out)
+                continue
+            done = Path(result) if isinstance(result, str | Path) else path
+            print(f"{config.name}: figure written to {done}", file=out, flush=True)
+            written.append(done)
+    return written
+
+
+def _figure_paths(configs: Sequence[ExperimentConfig]) -> list[Path]:
+    """Each model's figure path; a path asked for twice gets the model's name before its suffix."""
+    paths = [Path(str(config.task["options"]["figure"])) for config in configs]
+    return [
+        path.with_name(f"{path.stem}.{config.model or config.name}{path.suffix}")
+        if paths.count(path) > 1
+        else path
+        for config, path in zip(configs, paths, strict=True)
+    ]

@@ -45,6 +45,7 @@ from nasd.engine import control, security
 from nasd.engine.ledger import Ledger
 from nasd.engine.lifecycle import Experiments
 from nasd.engine.outbox import Outbox, assign_message
+from nasd.engine.placement import Placement
 from nasd.engine.records import EventKind, LeaseStatus, LiveTrial, Outbound, TrialStatus
 from nasd.engine.roster import Roster
 from nasd.engine.security import SecurityKind, token_matches
@@ -68,7 +69,8 @@ class Engine:
     """All live state of the daemon; see the module docstring for the rules it enforces.
 
     State has one owner per piece: :attr:`ledger` (trials, queue, agents, leases),
-    :attr:`experiments` (runtimes and their lifecycle), the planner (rotation) and the outbox.
+    :attr:`experiments` (runtimes and their lifecycle), the planner (SHADHO placement, see
+    :attr:`placement`) and the outbox.
     The engine wires them together and implements the agent-facing protocol.
     """
 
@@ -95,6 +97,11 @@ class Engine:
                     self._on_progress(agent, message.body, now)
                 case MessageType.AGENT_READY:
                     self.roster.ready(conn, agent, message.body, now)
+                    free = message.body.get("free_memory_bytes")
+                    running = [str(j) for j in message.body["running"]]
+                    self._planner.note_free_memory(
+                        agent, int(free) if free is not None else None, running
+                    )
                 case MessageType.AGENT_STATE:
                     self._on_agent_state(conn, agent, message.body, now)
                 case MessageType.CONTROL_REQUEST:
@@ -105,9 +112,15 @@ class Engine:
                     raise ValueError(f"the engine does not take {message.type} messages")
         self._expire_leases(conn, now)
         self._planner.propose(conn, now)
-        self._planner.assign(conn, now)
+        for trial in self._planner.assign(conn, now):
+            self._too_big(conn, trial, now)
         self.experiments.finish_complete(conn, now)
         return self._outbox.drain()
+
+    @property
+    def placement(self) -> Placement:
+        """SHADHO's compute classes and model assignment (configured from the daemon settings)."""
+        return self._planner.placement
 
     def note_link(self, up: bool, now: float) -> None:
         """Whether the daemon's broker link is up, told before each batch.
@@ -273,12 +286,20 @@ class Engine:
             now,
         )
         repo.end_lease(conn, trial.job_id, epoch, LeaseStatus.DONE, now)
+        started, finished = body.get("started_at"), body.get("finished_at")
+        took = (
+            finished - started
+            if isinstance(started, float | int) and isinstance(finished, float | int)
+            else None
+        )
+        self._planner.note_duration(trial, name, took, now)
         if trial.status is TrialStatus.RUNNING and trial.epoch != epoch and trial.agent:
             repo.end_lease(conn, trial.job_id, trial.epoch, LeaseStatus.SUPERSEDED, now)
             self._outbox.cancel(trial.agent, trial.job_id, trial.epoch)
         self.ledger.retire(trial)
         self.roster.trusted_again(conn, name)
         is_best = exp.note_success(trial.trial_id, metrics)
+        self.placement.note_finished()
         exp.feed(conn, TrialSucceeded(trial.trial_id, trial.genotype, metrics), now)
         log.info(
             "trial.finished",
@@ -311,6 +332,21 @@ class Engine:
             repo.requeue_trial(conn, trial.job_id, trial.attempts, reason)
             log.info("trial.requeued", job_id=trial.job_id, reason=reason, attempts=trial.attempts)
             return
+        self._give_up(conn, trial, reason, now)
+
+    def _too_big(self, conn: sqlite3.Connection, trial: LiveTrial, now: float) -> None:
+        """Fail a pending trial no agent that runs its trainer can hold (memory estimate)."""
+        job = self._planner.demand(trial)
+        largest = self._planner.largest_agent_memory(job.trainer or "")
+        reason = (
+            f"out of memory everywhere: needs about {(job.memory or 0) / 2**30:.2f} GiB, the "
+            f"largest agent running {job.trainer} has {largest / 2**30:.2f} GiB free"
+        )
+        self._give_up(conn, trial, reason, now)
+
+    def _give_up(self, conn: sqlite3.Connection, trial: LiveTrial, reason: str, now: float) -> None:
+        """A trial fails for good: tell its strategy and the watchers."""
+        exp = self.experiments[trial.experiment]
         self.ledger.retire(trial)
         exp.note_failure()
         repo.fail_trial(conn, trial.job_id, trial.attempts, reason, now)

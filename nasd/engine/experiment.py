@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from nasd.config import ExperimentConfig
 from nasd.core.events import StrategyEvent, event_kind, event_to_dict
 from nasd.core.objective import Best, BestSoFar
+from nasd.core.scheduler.heuristics import as_loss, complexity, priority
 from nasd.core.space import SearchSpace, build_space
 from nasd.core.strategy import Candidate, Strategy, build_strategy
 from nasd.engine.records import ExperimentStatus
@@ -34,6 +36,9 @@ class ExperimentRuntime:
     waiting: bool = False
     last_seq: int = 0
     events_since_snapshot: int = 0
+    complexity: float = 1.0  # SHADHO's size of the space (nasd.core.scheduler.heuristics)
+    loss_low: float = float("inf")  # the least and greatest loss seen: all a priority needs
+    loss_high: float = float("-inf")
 
     @classmethod
     def create(cls, config: ExperimentConfig) -> ExperimentRuntime:
@@ -45,6 +50,7 @@ class ExperimentRuntime:
             space=space,
             strategy=strategy,
             best_so_far=BestSoFar(strategy.objective),
+            complexity=complexity(space.domains()),
         )
 
     @property
@@ -70,6 +76,13 @@ class ExperimentRuntime:
         )
 
     @property
+    def priority(self) -> float | None:
+        """SHADHO's priority from the losses seen so far (None before two distinct results)."""
+        if self.loss_low > self.loss_high:
+            return None
+        return priority([self.loss_low, self.loss_high]) if self.finished >= 2 else None
+
+    @property
     def best(self) -> Best | None:
         """The best successful trial so far (by the strategy's objective)."""
         return self.best_so_far.best
@@ -93,6 +106,11 @@ class ExperimentRuntime:
         """Count a finished trial and update the best-so-far; True if it is the new best."""
         self.finished += 1
         self.waiting = False
+        value = metrics.get(self.metric)
+        if value is not None and math.isfinite(value):
+            loss = as_loss(value, maximise=self.strategy.objective.mode == "max")
+            self.loss_low = min(self.loss_low, loss)
+            self.loss_high = max(self.loss_high, loss)
         return self.best_so_far.offer(trial_id, metrics)
 
     def note_failure(self) -> None:

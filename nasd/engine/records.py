@@ -111,6 +111,7 @@ class AgentRecord:
     leases: set[str] = field(default_factory=set)
     draining: bool = False
     trainers: frozenset[str] = frozenset()  # what its birth profile offers (none before it)
+    memory_idle: int | None = None  # device memory free with no job of ours (None: unknown)
     last_seen: float = 0.0
     strikes: int = 0
     quarantines: int = 0

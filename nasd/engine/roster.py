@@ -74,6 +74,8 @@ class Roster:
         record.trainers = frozenset(str(t) for t in profile["trainers"])
         record.slots = int(profile["slots"])
         record.throughput = float(profile["throughput"])
+        free = profile.get("free_memory_bytes", profile.get("memory_bytes"))
+        record.memory_idle = int(free) if isinstance(free, int) and free > 0 else None
         record.last_seen = now
         repo.upsert_agent(conn, name, profile, record.slots, True, now)
         log.info(

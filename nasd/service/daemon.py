@@ -32,14 +32,19 @@ import signal
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from nasd.config import ExperimentConfig, load_daemon_settings, load_experiment
+from nasd.config import (
+    ExperimentConfig,
+    SchedulingSettings,
+    load_daemon_settings,
+    load_experiments,
+)
 from nasd.core.wire import (
     agent_wildcard,
     control_request_wildcard,
@@ -84,6 +89,7 @@ class DaemonOptions:
     log_level: str | None = None
     refresh_s: float = REFRESH_S
     store_probe_s: float = 2.0
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
 
 
 class Daemon:
@@ -138,6 +144,7 @@ class Daemon:
         try:
             try:
                 engine = self.engine = await writer.run(lambda conn: rebuild(conn, time.time()))
+                engine.placement.configure(self.options.scheduling)
                 for config in self.experiments:
                     await writer.run(partial(self._submit, engine, config))
             except sqlite3.Error as exc:
@@ -345,6 +352,7 @@ class Daemon:
         try:
             await writer.run(probe_write)
             engine = await writer.read(lambda conn: rebuild(conn, time.time()))
+            engine.placement.configure(self.options.scheduling)
         except sqlite3.Error as exc:
             reason = outage_reason(exc)
             if reason is None:
@@ -368,14 +376,18 @@ class Daemon:
         try:
             settings = await asyncio.to_thread(load_daemon_settings, path)
             configs = [
-                await asyncio.to_thread(load_experiment, experiment)
+                config
                 for experiment in settings.experiments
+                for config in await asyncio.to_thread(load_experiments, experiment)
             ]
         except ConfigError as exc:
             log.error("reload.failed", settings=str(path), error=str(exc)[:500])
             return
         if settings.log_level is not None:
             _set_log_level(settings.log_level)
+        self.options = replace(self.options, scheduling=settings.scheduling)
+        if self.engine is not None:
+            self.engine.placement.configure(settings.scheduling)
         submitted = []
         for config in configs:
             engine = self.engine

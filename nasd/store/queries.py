@@ -177,15 +177,48 @@ def security_summary(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     }
 
 
+def scheduling_summary(
+    conn: sqlite3.Connection, agents: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """SHADHO's compute classes (speed, agents, free slots now) and each model's complexity,
+    priority and classes, as the daemon last stored them; None before it ever placed work.
+
+    ``agents`` (from :func:`agent_summaries`) gain their ``class``; a class's ``free`` counts
+    the slots of its online, undrained agents not covered by active leases.
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = 'scheduling'").fetchone()
+    if row is None:
+        return None
+    stored = json.loads(row[0])
+    by_name = {a["name"]: a for a in agents}
+    classes = []
+    for klass in stored.get("classes", []):
+        free = 0
+        for name in klass.get("agents", []):
+            agent = by_name.get(name)
+            if agent is None:
+                continue
+            agent["class"] = klass["name"]
+            if agent["online"] and not agent["draining"]:
+                free += max(0, (agent["slots"] or 0) - len(agent["jobs"]))
+        classes.append({**klass, "free": free})
+    return {"classes": classes, "models": stored.get("models", {})}
+
+
 def status(conn: sqlite3.Connection) -> dict[str, Any]:
-    """The whole picture for ``nasd status``: experiments, agents and refused inputs."""
+    """The whole picture for ``nasd status``: experiments, agents, classes, refused inputs."""
     offered = online_trainers(conn)
     experiments = [experiment_summary(conn, name, offered) for name in experiment_names(conn)]
-    return {
+    agents = agent_summaries(conn)
+    out: dict[str, Any] = {
         "experiments": [e for e in experiments if e],
-        "agents": agent_summaries(conn),
+        "agents": agents,
         "security": security_summary(conn),
     }
+    scheduling = scheduling_summary(conn, agents)
+    if scheduling is not None:
+        out["scheduling"] = scheduling
+    return out
 
 
 EXPORT_COLUMNS = (

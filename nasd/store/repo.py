@@ -268,6 +268,21 @@ def lease_secret(conn: sqlite3.Connection) -> bytes:
     return bytes.fromhex(str(row[0]))
 
 
+def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Store a per-database value in ``meta`` (replacing the previous one)."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    """A per-database value from ``meta``, or None."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 MAX_DETAIL_CHARS = 200
 """Longest stored detail of a security event (they often echo hostile input)."""
 

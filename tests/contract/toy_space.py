@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
+from nasd.core.space.domains import Discrete, Domain
 from nasd.errors import InvalidGenotype
 
 TOY_BITS = 8
@@ -36,6 +37,10 @@ class ToySpace(SearchSpace):
     def spec(self) -> dict[str, Any]:
         """The spec that rebuilds this space."""
         return {"kind": self.kind, "bits": self.bits}
+
+    def domains(self) -> list[Domain]:
+        """One ``Discrete(2)`` per bit."""
+        return [Discrete(2) for _ in range(self.bits)]
 
     def sample(self, rng: random.Random) -> Genotype:
         """Each bit drawn independently and uniformly."""

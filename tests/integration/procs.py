@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.harness import (
@@ -58,15 +59,27 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def start_agent(
-    broker_url: str, name: str, directory: Path, *, slots: int = 1, heartbeat: float = 0.5
+    broker_url: str,
+    name: str,
+    directory: Path,
+    *,
+    slots: int = 1,
+    heartbeat: float = 0.5,
+    profile: Mapping[str, object] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """A ``nasd-agent`` with one torch thread, its spool and log under ``directory``."""
+    """A ``nasd-agent`` with one torch thread, its spool and log under ``directory``.
+
+    ``profile``: hardware profile fields to pretend (``--profile-override``), e.g. a device
+    name, speed and free memory, so one machine can play a heterogeneous pool.
+    """
     argv = [
         *(sys.executable, "-m", "agents.cli", "--broker", broker_url, "--name", name),
         *("--slots", str(slots), "--threads", "1", "--benchmark-seconds", "0.1"),
         *("--heartbeat", str(heartbeat), "--spool", str(directory / "spool" / name)),
         *("--checkpoints", str(directory / "checkpoints")),
     ]
+    for key, value in (profile or {}).items():
+        argv += ["--profile-override", f"{key}={value}"]
     return spawn(argv, directory / f"{name}.log", env=python_env())
 
 

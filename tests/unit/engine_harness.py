@@ -15,7 +15,7 @@ PROFILE = {
     "host": "h",
     "device": "cpu",
     "device_name": "cpu",
-    "memory_bytes": 1,
+    "memory_bytes": 16 << 30,
     "cpu_count": 1,
     "gpu_count": 0,
     "torch_version": "2",
@@ -127,6 +127,7 @@ def view(engine: Engine) -> dict[str, Any]:
             "best": e.best,
             "log": (e.last_seq, e.events_since_snapshot),
             "strategy": e.strategy.state_dict(),
+            "shadho": (e.complexity, e.loss_low, e.loss_high, e.priority),
         }
         for name, e in engine.experiments.items()
     }

@@ -129,3 +129,87 @@ def test_export_piped_into_head(tmp_path: Path) -> None:
     export.stderr.close()
     assert head.returncode == 0
     assert len(head.stdout.splitlines()) == 2
+
+
+def _member_config(model: str) -> str:
+    return json.dumps(
+        {
+            "experiment": {"budget": 2, "name": f"grp.{model}", "group": "grp", "model": model},
+            "space": {"kind": "nb201"},
+            "strategy": {"name": "random", "metric": "loss", "mode": "min"},
+            "task": {"trainer": "zero"},
+        }
+    )
+
+
+def _group_database(path: Path) -> Path:
+    """A real nasd database holding a two-model group and an unrelated experiment ``exp``.
+
+    ``grp.a`` has two results (losses 0.5 and 0.25), ``grp.b`` one pending trial only.
+    """
+    conn = open_writer(path)
+    conn.execute("BEGIN")
+    repo.insert_experiment(conn, "exp", CONFIG, "running", 1.0)
+    for model in ("a", "b"):
+        repo.insert_experiment(conn, f"grp.{model}", _member_config(model), "running", 1.0)
+    rows = [
+        repo.trial_row(f"grp.a:{i}", "grp.a", i, {"ops": [i]}, None, [], None, "pending", 1.0)
+        for i in range(2)
+    ]
+    rows.append(repo.trial_row("grp.b:0", "grp.b", 0, {"ops": [9]}, None, [], None, "pending", 1.0))
+    repo.insert_trials(conn, rows)
+    for trial, loss in ((0, 0.5), (1, 0.25)):
+        repo.assign_trial(conn, f"grp.a:{trial}", 1, "agent-a", 2.0)
+        repo.insert_result(
+            conn, f"grp.a:{trial}", "grp.a", trial, "agent-a", 1, {"loss": loss}, None, 2, 3, 3
+        )
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
+def _nasd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nasd.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_export_of_a_group_has_every_models_rows_with_a_model_column(tmp_path: Path) -> None:
+    db = str(_group_database(tmp_path / "g.db"))
+    done = _nasd("export", "grp", "--db", db)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert done.stdout.splitlines()[0].split(",") == ["model", *EXPORT_COLUMNS, "metric.loss"]
+    assert [(r["model"], r["trial_id"], r["status"], r["metric.loss"]) for r in rows] == [
+        ("a", "0", "succeeded", "0.5"),
+        ("a", "1", "succeeded", "0.25"),
+        ("b", "0", "pending", ""),
+    ]
+    lines = _nasd("export", "grp", "--db", db, "--format", "jsonl").stdout.splitlines()
+    assert [(r["model"], r["trial_id"]) for r in map(json.loads, lines)] == [
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+    ]
+    # A member is still an experiment of its own, exported as before.
+    member = _nasd("export", "grp.a", "--db", db).stdout.splitlines()
+    assert member[0].split(",") == [*EXPORT_COLUMNS, "metric.loss"] and len(member) == 3
+
+
+def test_best_of_a_group_shows_each_models_best(tmp_path: Path) -> None:
+    db = str(_group_database(tmp_path / "g.db"))
+    done = _nasd("best", "grp", "--db", db)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("grp: 2 models\n")
+    assert "grp.a: best is trial 1, loss = 0.2500" in done.stdout
+    assert "grp.b: no finished evaluation yet" in done.stdout
+    data = json.loads(_nasd("best", "grp", "--db", db, "--json").stdout)
+    assert data["group"] == "grp"
+    assert [(m["experiment"], m["model"]) for m in data["models"]] == [
+        ("grp.a", "a"),
+        ("grp.b", "b"),
+    ]
+    assert data["models"][0]["best"]["trial_id"] == 1 and data["models"][1]["best"] is None
+    unknown = _nasd("best", "grp.c", "--db", db)
+    assert unknown.returncode == 2
+    assert "no experiment or model group named 'grp.c'" in unknown.stderr

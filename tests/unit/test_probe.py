@@ -19,6 +19,9 @@ FIELDS = {
     "throughput",
     "slots",
     "nasd_version",
+    "free_memory_bytes",
+    "compute_capability",
+    "samples_per_s",
 }
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nasd.cli import runner
-from nasd.config import load_experiment
+from nasd.config import load_experiments
 from nasd.errors import BrokerUnavailable, ConfigError
 from nasd.mqtt.broker import EmbeddedBroker
 from nasd.store.connection import open_writer
@@ -64,7 +65,7 @@ def staged(monkeypatch: pytest.MonkeyPatch) -> type[StagedDaemon]:
 
 
 def _run_local(tmp_path: Path) -> runner.RunOutcome:
-    options = runner.RunOptions(load_experiment(EXAMPLE), tmp_path / "x.db", agents=0)
+    options = runner.RunOptions(tuple(load_experiments(EXAMPLE)), tmp_path / "x.db", agents=0)
     return asyncio.run(runner.run_local(options, io.StringIO()))
 
 
@@ -134,5 +135,125 @@ def test_a_daemon_that_finishes_ends_the_run_normally(
     staged.script = serve_then_finish
     open_writer(tmp_path / "x.db").close()  # what a real daemon would have left: a database
     outcome = _run_local(tmp_path)
-    assert outcome == runner.RunOutcome(best=None, interrupted=False)
+    assert outcome == runner.RunOutcome(bests={"digits-cnn": None}, interrupted=False)
+    assert not outcome.found
     assert RecordingBroker.stops == [True]
+
+
+MULTI = """
+[experiment]
+name = "grp"
+budget = 3
+[task]
+trainer = "zero"
+[[model]]
+name = "cells"
+share = 2
+[model.space]
+kind = "nb201"
+[model.strategy]
+name = "random"
+[[model]]
+name = "convs"
+[model.space]
+kind = "cnn"
+input_shape = [1, 8, 8]
+num_classes = 10
+[model.strategy]
+name = "random"
+"""
+
+
+def test_a_multi_model_file_runs_every_model_to_completion(tmp_path: Path) -> None:
+    """The real daemon, broker and one agent process; the zero trainer makes trials instant."""
+    path = tmp_path / "multi.toml"
+    path.write_text(MULTI)
+    configs = tuple(load_experiments(path))
+    assert runner.default_db(configs) == Path("runs") / "grp.db"
+    options = runner.RunOptions(configs, tmp_path / "g.db", agents=1, benchmark_seconds=0.1)
+    assert options.name == "grp"
+    out = io.StringIO()
+    outcome = asyncio.run(runner.run_local(options, out))
+    assert outcome.found and not outcome.interrupted
+    assert set(outcome.bests) == {"grp.cells", "grp.convs"}
+    text = out.getvalue()
+    assert "nasd: grp: 2 models, 3 evaluations (cells: 2, random; convs: 1, random)" in text
+    assert "[   3/3]" in text and "cells 2/2" in text and "convs 1/1" in text
+    assert "grp.cells: done" in text and "grp.convs: done" in text
+    for name, best in outcome.bests.items():
+        assert best is not None
+        assert f"{name}: best is trial {best['trial_id']}" in text
+    assert (tmp_path / "grp" / "daemon.log").parent.is_dir()  # the group's run folder
+
+    again = io.StringIO()
+    assert asyncio.run(runner.run_local(options, again)).bests == outcome.bests
+    assert "grp: already complete" in again.getvalue()
+
+
+class FigureModule:
+    """Stands in for agents.unet_figure (written with the agent); records its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def write_figure(
+        self,
+        data_dir: str,
+        space: dict[str, Any],
+        genotype: dict[str, Any],
+        out_path: Path,
+        *,
+        options: dict[str, Any],
+        seed: int = 0,
+    ) -> Path:
+        self.calls.append((data_dir, space, genotype, out_path, options))
+        out_path.write_bytes(b"png")
+        return out_path
+
+
+def _unet_configs(tmp_path: Path, figure: str) -> list[Any]:
+    text = MULTI.replace('trainer = "zero"', 'trainer = "unet_em"').replace(
+        "[[model]]", f'[task.options]\ndata = "d"\nfigure = "{figure}"\n[[model]]', 1
+    )
+    path = tmp_path / "unet.toml"
+    path.write_text(text)
+    return load_experiments(path)
+
+
+def test_figures_are_drawn_for_unet_models_that_ask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figure = FigureModule()
+    monkeypatch.setitem(sys.modules, "agents.unet_figure", figure)
+    configs = _unet_configs(tmp_path, str(tmp_path / "fig.png"))
+    bests: dict[str, dict[str, Any] | None] = {
+        c.name: {"genotype": {"g": c.model}} for c in configs
+    }
+    out = io.StringIO()
+    written = runner.write_figures(configs, bests, out)
+    # Both models asked for the same file: each gets its own, named after the model.
+    assert written == [tmp_path / "fig.cells.png", tmp_path / "fig.convs.png"]
+    data_dir, space, genotype, path, options = figure.calls[0]
+    assert (data_dir, space, genotype, path) == ("d", configs[0].space, {"g": "cells"}, written[0])
+    assert options["figure"] == str(tmp_path / "fig.png")
+    assert f"grp.cells: figure written to {written[0]}" in out.getvalue()
+    # A run found complete draws only what is missing; a model without a best draws nothing.
+    written[0].unlink()
+    again = io.StringIO()
+    bests["grp.convs"] = None
+    assert runner.write_figures(configs, bests, again, missing_only=True) == [written[0]]
+    assert "grp.convs: no figure: no finished evaluation" in again.getvalue()
+    # Other trainers never ask.
+    assert runner.write_figures(list(load_experiments(EXAMPLE)), {}, io.StringIO()) == []
+
+
+def test_a_figure_without_the_agent_extra_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "agents.unet_figure", None)  # import raises ImportError
+    configs = _unet_configs(tmp_path, "fig.png")
+    out = io.StringIO()
+    bests: dict[str, Any] = {c.name: {"genotype": {}} for c in configs}
+    assert runner.write_figures(configs, bests, out) == []
+    (line,) = out.getvalue().splitlines()
+    assert "needs the agent extra" in line

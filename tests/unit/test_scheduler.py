@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nasd.core.scheduler import AgentCapacity, LeaseClock, plan_assignments
+from nasd.core.scheduler import AgentCapacity, LeaseClock, spread_assignments
 
 # -- LeaseClock -----------------------------------------------------------------------------------
 
@@ -77,20 +77,20 @@ def test_a_renewed_lease_expires_in_order_among_others() -> None:
     assert clock.expired(100.0) == [("c", 1), ("a", 1)]
 
 
-# -- plan_assignments ------------------------------------------------------------------------------
+# -- spread_assignments ----------------------------------------------------------------------------
 
 
 def test_jobs_spread_over_the_agents_with_most_free_credits_fastest_first() -> None:
     agents = [AgentCapacity("slow", 2, 1.0), AgentCapacity("fast", 2, 9.0)]
-    plan = plan_assignments(["j0", "j1", "j2", "j3", "j4"], agents)
+    plan = spread_assignments(["j0", "j1", "j2", "j3", "j4"], agents)
     assert plan == [("j0", "fast"), ("j1", "slow"), ("j2", "fast"), ("j3", "slow")]
 
 
 def test_ties_in_credits_and_speed_go_by_name_and_full_agents_get_nothing() -> None:
     agents = [AgentCapacity("b", 1), AgentCapacity("a", 1), AgentCapacity("full", 0)]
-    assert plan_assignments(["j0", "j1", "j2"], agents) == [("j0", "a"), ("j1", "b")]
-    assert plan_assignments([], agents) == []
-    assert plan_assignments(["j0"], []) == []
+    assert spread_assignments(["j0", "j1", "j2"], agents) == [("j0", "a"), ("j1", "b")]
+    assert spread_assignments([], agents) == []
+    assert spread_assignments(["j0"], []) == []
 
 
 @given(
@@ -105,7 +105,7 @@ def test_no_agent_gets_more_than_its_credits_and_the_queue_order_is_kept(
     jobs: list[str], agents: dict[str, tuple[int, float]]
 ) -> None:
     capacities = [AgentCapacity(name, free, speed) for name, (free, speed) in agents.items()]
-    plan = plan_assignments(jobs, capacities)
+    plan = spread_assignments(jobs, capacities)
     total = sum(free for free, _ in agents.values())
     assert [job for job, _ in plan] == jobs[: min(len(jobs), total)]  # oldest first, no gaps
     for name, (free, _) in agents.items():
@@ -119,7 +119,7 @@ def test_jobs_go_only_to_agents_that_run_their_trainer_and_others_are_not_held_u
         AgentCapacity("any", 0, 9.0),
     ]
     trainer_of = {"j0": "nobody", "j1": "mnist1d", "j2": "mnist1d", "j3": "zero", "j4": "zero"}
-    plan = plan_assignments(["j0", "j1", "j2", "j3", "j4"], agents, trainer_of)
+    plan = spread_assignments(["j0", "j1", "j2", "j3", "j4"], agents, trainer_of)
     assert plan == [("j1", "m"), ("j3", "z"), ("j4", "z")]
     assert AgentCapacity("x", 1).runs("anything") and AgentCapacity("x", 1, 0, frozenset()).runs(
         None

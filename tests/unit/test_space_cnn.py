@@ -305,9 +305,17 @@ def test_cost_counts_params_and_macs_by_hand() -> None:
     space = cnn(input_shape=[1, 8, 8], filters=[4])
     genotype = {"layers": [layer(3, 4, 1, "max")]}
     # conv 1*4*9 weights + BN 2*4; pool halves 8x8 to 4x4; flatten 4*16 = 64 -> Linear(64, 10)
-    assert space.cost(genotype) == {"params": 36 + 8 + 640 + 10, "flops": 36 * 64 + 640}
+    assert space.cost(genotype) == {
+        "params": 36 + 8 + 640 + 10,
+        "flops": 36 * 64 + 640,
+        "activations": 906,
+    }
     gap = cnn(input_shape=[1, 8, 8], filters=[4], head="gap")
-    assert gap.cost(genotype) == {"params": 36 + 8 + 40 + 10, "flops": 36 * 64 + 40}
+    assert gap.cost(genotype) == {
+        "params": 36 + 8 + 40 + 10,
+        "flops": 36 * 64 + 40,
+        "activations": 906,
+    }
 
 
 def test_skip_inputs_widen_the_next_conv() -> None:

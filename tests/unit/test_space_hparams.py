@@ -226,7 +226,7 @@ def test_spec_round_trips_including_model_keys() -> None:
     space = build_space(spec)
     assert space.spec() == spec
     assert build_space(space.spec()).spec() == space.spec()
-    assert space.cost(space.sample(random.Random(0))) == {}
+    assert set(space.cost(space.sample(random.Random(0)))) == {"activations"}
 
 
 def test_describe_lists_param_values(space: HparamsSpace) -> None:
@@ -308,7 +308,7 @@ def test_bad_specs_raise_config_error_naming_the_key(spec: dict[str, Any], messa
         ({}, "space.kind: required"),
         (
             {"kind": "transformer"},
-            "unknown kind 'transformer'; one of \\['cnn', 'hparams', 'nb201'\\]",
+            "unknown kind 'transformer'; one of \\['cnn', 'hparams', 'nb201', 'unet'\\]",
         ),
     ],
 )

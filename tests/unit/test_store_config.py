@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nasd.config import load_daemon_settings, load_experiment
+from nasd.config import load_daemon_settings, load_experiment, load_experiments
 from nasd.errors import ConfigError, StoreError
 from nasd.mqtt import BrokerUrl
 from nasd.store import open_reader, open_writer
@@ -49,6 +49,15 @@ def test_a_directory_as_database_is_a_store_error(tmp_path: Path) -> None:
 def test_examples_are_valid(name: str) -> None:
     config = load_experiment(ROOT / "examples" / name)
     assert config.budget > 0
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "examples").glob("*.toml")), ids=lambda path: path.name
+)
+def test_every_example_loads_with_the_multi_model_loader(path: Path) -> None:
+    configs = load_experiments(path)
+    assert configs and all(config.budget > 0 for config in configs)
+    assert len({config.name for config in configs}) == len(configs)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
 import threading
@@ -88,7 +89,10 @@ def request(
 
 @pytest.mark.parametrize("name", sorted(trainers.BUILTIN_TRAINERS))
 def test_builtin_names_resolve_to_their_modules_train(name: str) -> None:
-    module = {"mnist1d": mnist1d, "digits": digits, "nb201": nb201, "zero": zero}[name]
+    modules = {"mnist1d": mnist1d, "digits": digits, "nb201": nb201, "zero": zero}
+    module = (
+        modules[name] if name in modules else importlib.import_module(f"agents.trainers.{name}")
+    )
     assert load_trainer(name) is module.train
 
 
@@ -106,7 +110,7 @@ def test_import_path_and_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("nope", "expected one of ['digits', 'mnist1d', 'nb201', 'zero']"),
+        ("nope", "expected one of ['digits', 'mnist1d', 'nb201', 'unet_em', 'zero']"),
         ("agents.trainers.zero:missing", "no callable 'missing'"),
         ("agents.trainers.zero:__all__", "found list"),
         ("no_such_module_for_nasd:train", "cannot import"),

@@ -46,6 +46,9 @@ PROFILE = {
     "slots": 2,
     "nasd_version": "0.1.0",
     "trainers": ["mnist1d", "digits", "mypackage.trainers:train"],
+    "free_memory_bytes": 80_000_000_000,
+    "compute_capability": "9.0",
+    "samples_per_s": 5000.0,
 }
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -63,7 +66,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "version": "0.1.0",
     },
     "agent.state": {"state": "online", "profile": PROFILE},
-    "agent.ready": {"slots": 2, "running": ["mnist1d-cnn:3"]},
+    "agent.ready": {"slots": 2, "running": ["mnist1d-cnn:3"], "free_memory_bytes": 1_000_000_000},
     "trial.assign": {
         "job_id": JOB,
         "experiment": "mnist1d-cnn",
@@ -241,13 +244,19 @@ def _widest_bodies() -> dict[str, dict[str, Any]]:
         **{key: WIDE * 255 for key in ("host", "device_name")},
         **{key: WIDE * 64 for key in ("device", "torch_version", "nasd_version")},
         "trainers": [f"t{i:03d}" + "m" * 124 + ":" + "f" * 63 for i in range(256)],
+        "compute_capability": WIDE * 32,
+        "free_memory_bytes": 2**63 - 1,
     }
     return {
         "trial.result": dict(
             EXAMPLES["trial.result"], metrics=metrics, error=WIDE * 4000, checkpoint=WIDE * 1024
         ),
         "trial.progress": dict(EXAMPLES["trial.progress"], metrics=metrics),
-        "agent.ready": {"slots": 64, "running": [f"{'e' * 64}:{i:09d}" for i in range(64)]},
+        "agent.ready": {
+            "slots": 64,
+            "running": [f"{'e' * 64}:{i:09d}" for i in range(64)],
+            "free_memory_bytes": 2**63 - 1,
+        },
         "agent.state": {"state": "online", "profile": profile},
         "control.request": dict(
             EXAMPLES["control.request"],

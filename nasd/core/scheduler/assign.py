@@ -1,10 +1,11 @@
-"""Matching pending jobs to agents with free credits.
+"""What the scheduler knows of an agent, and the first, class-blind placement policy.
 
 Credit-based flow: an agent announces ``slots``; it never holds more active leases than that.
-This first policy spreads work over agents with the most free credits, faster agents first
-(``throughput`` from the agent's micro-benchmark). An agent only gets jobs whose trainer it offers
-(its birth profile lists them): an agent asked to run a trainer it does not have would fail every
-job it is sent. SHADHO's compute classes replace the policy later behind the same signature.
+:func:`spread_assignments` was nasd's first policy: spread work over the agents with the most free
+credits, faster agents first. The daemon now places work with SHADHO's compute classes
+(:mod:`nasd.core.scheduler.shadho`); this policy stays as the baseline ``nasd bench scheduling``
+measures against. Either way an agent only gets jobs whose trainer it offers (its birth profile
+lists them): an agent asked to run a trainer it does not have would fail every job it is sent.
 """
 
 from __future__ import annotations
@@ -18,20 +19,25 @@ class AgentCapacity:
     """What the scheduler needs to know about one online agent.
 
     ``trainers``: the trainer names it runs; ``None`` means any (tests and callers that do not
-    match trainers).
+    match trainers). ``klass``: its compute class; ``speed``: its effective training speed
+    (MAC/s, see :mod:`nasd.core.scheduler.classes`); ``free_memory``: bytes free on its device
+    (None: unknown, no limit).
     """
 
     name: str
     free: int
     throughput: float = 0.0
     trainers: frozenset[str] | None = None
+    klass: str = ""
+    speed: float = 0.0
+    free_memory: int | None = None
 
     def runs(self, trainer: str | None) -> bool:
         """True if this agent may be given a job that needs ``trainer`` (None: no need)."""
         return trainer is None or self.trainers is None or trainer in self.trainers
 
 
-def plan_assignments(
+def spread_assignments(
     jobs: Sequence[str],
     agents: Sequence[AgentCapacity],
     trainer_of: Mapping[str, str] | None = None,

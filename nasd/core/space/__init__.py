@@ -14,12 +14,14 @@ from nasd.core.space._base import SearchSpace, canonical_json
 from nasd.core.space.cnn import CnnSpace
 from nasd.core.space.hparams import HparamsSpace
 from nasd.core.space.nb201 import NB201Space
+from nasd.core.space.unet import UNetSpace
 from nasd.errors import ConfigError
 
 SPACES: dict[str, type[SearchSpace]] = {
     CnnSpace.kind: CnnSpace,
     HparamsSpace.kind: HparamsSpace,
     NB201Space.kind: NB201Space,
+    UNetSpace.kind: UNetSpace,
 }
 """Every search space by ``kind``."""
 
@@ -54,6 +56,7 @@ __all__ = [
     "HparamsSpace",
     "NB201Space",
     "SearchSpace",
+    "UNetSpace",
     "build_space",
     "canonical_json",
 ]

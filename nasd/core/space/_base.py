@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
+from nasd.core.space.domains import Domain
 
 
 def canonical_json(genotype: Mapping[str, Any]) -> str:
@@ -50,6 +51,14 @@ class SearchSpace(ABC):
     @abstractmethod
     def cost(self, genotype: Genotype) -> dict[str, float]:
         """Cheap objectives computed without training: ``params`` and ``flops`` where defined."""
+
+    @abstractmethod
+    def domains(self) -> list[Domain]:
+        """One domain per independent choice a genotype makes (SHADHO's complexity input).
+
+        A choice that exists only in some genotypes (the fifth layer's kernel when the depth is
+        a choice too) is listed as if always made: complexity measures the whole space.
+        """
 
     def describe(self, genotype: Genotype) -> str:
         """A short human-readable form for logs and the CLI (default: canonical JSON)."""

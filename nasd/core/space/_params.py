@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nasd.core.space.domains import Discrete, Domain, LogUniform, Uniform
 from nasd.core.values import is_int, is_number
 from nasd.errors import ConfigError
 
@@ -72,6 +73,20 @@ class Param:
         if self.type == "categorical":
             return len(self.choices) > 1
         return self.high > self.low
+
+    def domain(self) -> Domain:
+        """The parameter's domain for SHADHO's complexity heuristic.
+
+        ``categorical`` is ``Discrete(len(choices))``, ``int`` is ``Discrete(high - low + 1)``,
+        ``uniform`` is ``Uniform(low, high)`` and ``loguniform`` is ``LogUniform(low, high)``.
+        """
+        if self.type == "categorical":
+            return Discrete(len(self.choices))
+        if self.type == "int":
+            return Discrete(int(self.high) - int(self.low) + 1)
+        if self.type == "uniform":
+            return Uniform(self.low, self.high)
+        return LogUniform(self.low, self.high)
 
     def sample(self, rng: random.Random) -> Any:
         """A value drawn uniformly (log-uniformly for ``loguniform``) from the domain."""

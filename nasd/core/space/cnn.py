@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
 from nasd.core.space.cnn_mutation import mutate_layers
+from nasd.core.space.domains import Discrete, Domain
 from nasd.core.values import is_int
 from nasd.errors import ConfigError, InvalidGenotype
 
@@ -82,6 +83,27 @@ class CnnPlan:
     head: str
     head_features: int
     num_classes: int
+
+
+def plan_activations(plan: CnnPlan) -> int:
+    """Floats per sample kept for the backward pass: a rough, monotone estimate.
+
+    The network input; per layer the concatenated input when it has skips (a new tensor), the
+    outputs of the convolution, batch norm and ReLU, and the pool's output when it pools; then
+    the logits. The head's features are the last layer's output, already counted (``flatten``
+    is a view of it; the ``gap`` vector is one float per channel, negligible): leaving them out
+    keeps the estimate monotone, so appending a layer or widening one never lowers it.
+    In-place ReLU and framework savings are ignored: the estimate errs on the high side, the
+    safe side for placing a model on a device.
+    """
+    total = plan.in_channels * math.prod(plan.input_size)
+    for layer in plan.layers:
+        if layer.skips:
+            total += layer.in_channels * math.prod(layer.in_size)
+        total += 3 * layer.out_channels * math.prod(layer.conv_size)  # conv, BN, ReLU
+        if layer.pool != "none":
+            total += layer.out_channels * math.prod(layer.out_size)
+    return total + plan.num_classes
 
 
 class CnnSpace(SearchSpace):
@@ -180,6 +202,23 @@ class CnnSpace(SearchSpace):
             "skips": self.skips,
             "head": self.head,
         }
+
+    def domains(self) -> list[Domain]:
+        """The depth, then each of ``max_layers`` layers' choices, as if every layer existed.
+
+        In order: ``Discrete(max_layers - min_layers + 1)`` for the depth; then for layer
+        ``i = 0 .. max_layers - 1``: ``Discrete(len(kernels))``, ``Discrete(len(filters))``,
+        ``Discrete(len(strides))``, ``Discrete(len(pools))``, and, when ``skips`` is on, one
+        ``Discrete(2)`` (on or off) for each possible skip source ``j <= i - 2``. Choices with a
+        single option are listed too (as ``Discrete(1)``), so the list's shape depends only on
+        the spec's sizes.
+        """
+        domains: list[Domain] = [Discrete(self.max_layers - self.min_layers + 1)]
+        for i in range(self.max_layers):
+            domains += [Discrete(len(choices)) for choices in self._genes.values()]
+            if self.skips:
+                domains += [Discrete(2)] * max(0, i - 1)
+        return domains
 
     # -- genotypes -----------------------------------------------------------------------------
 
@@ -290,7 +329,13 @@ class CnnSpace(SearchSpace):
         )
 
     def cost(self, genotype: Genotype) -> dict[str, float]:
-        """Exact trainable parameters and multiply-accumulates (convolutions and linear head)."""
+        """Exact ``params`` and multiply-accumulates (``flops``), and estimated ``activations``.
+
+        ``params`` and ``flops`` count the convolutions, batch norms and the linear head exactly.
+        ``activations`` is the number of floats per sample a training step keeps for the
+        backward pass, a rough estimate that grows with every layer, filter and pixel (see
+        :func:`plan_activations`); the scheduler turns it into a memory estimate.
+        """
         plan = self.plan(genotype)
         params = flops = 0
         for layer in plan.layers:
@@ -299,7 +344,11 @@ class CnnSpace(SearchSpace):
             flops += weights * math.prod(layer.conv_size)
         params += plan.head_features * plan.num_classes + plan.num_classes
         flops += plan.head_features * plan.num_classes
-        return {"params": float(params), "flops": float(flops)}
+        return {
+            "params": float(params),
+            "flops": float(flops),
+            "activations": float(plan_activations(plan)),
+        }
 
     def describe(self, genotype: Genotype) -> str:
         """One ``k<kernel> f<filters> s<stride> <pool> [+skips]`` group per layer."""

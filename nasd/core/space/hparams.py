@@ -14,6 +14,7 @@ naming unknown or continuous parents, cycles). Single parameters (:class:`Param`
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -21,7 +22,8 @@ from typing import Any, ClassVar
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
 from nasd.core.space._params import PARAM_TYPES, Condition, Param, _short, parse_param
-from nasd.core.values import is_int
+from nasd.core.space.domains import Domain
+from nasd.core.values import is_int, is_number
 from nasd.errors import ConfigError, InvalidGenotype
 
 __all__ = ["PARAM_TYPES", "Condition", "HparamsSpace", "Param", "parse_param"]
@@ -133,6 +135,14 @@ class HparamsSpace(SearchSpace):
             n for n, p in self.params.items() if p.condition is None or p.condition.holds(genotype)
         ]
 
+    def domains(self) -> list[Domain]:
+        """One domain per param, in spec order, conditional params included as if active.
+
+        ``categorical`` is ``Discrete(len(choices))``, ``int`` is ``Discrete(high - low + 1)``,
+        ``uniform`` is ``Uniform(low, high)``, ``loguniform`` is ``LogUniform(low, high)``.
+        """
+        return [param.domain() for param in self.params.values()]
+
     def sample(self, rng: random.Random) -> Genotype:
         """Every active param drawn from its domain, parents before children."""
         return self._repair({}, rng)
@@ -183,8 +193,22 @@ class HparamsSpace(SearchSpace):
             )
 
     def cost(self, genotype: Genotype) -> dict[str, float]:
-        """Nothing cheap is known about a general hyperparameter setting: ``{}``."""
-        return {}
+        """``activations`` for an MLP genotype, else ``{}``: a general setting has no cheap cost.
+
+        When ``genotype`` holds ints ``layers`` and ``width`` (the keys the ``hparams`` MLP
+        builder reads), ``activations`` estimates the floats per sample a training step keeps
+        for the backward pass: the input (when ``input_shape`` is known), each hidden layer's
+        linear and activation outputs (``2 * layers * width``, plus ``layers * width`` for the
+        dropout mask when ``dropout > 0``) and the logits (when ``num_classes`` is known).
+        """
+        layers, width = genotype.get("layers"), genotype.get("width")
+        if not (is_int(layers) and is_int(width) and layers >= 0 and width >= 1):
+            return {}
+        dropout = genotype.get("dropout", 0.0)
+        per_layer = 3 if is_number(dropout) and dropout > 0 else 2
+        inputs = math.prod(self.input_shape) if self.input_shape is not None else 0
+        activations = inputs + per_layer * layers * width + (self.num_classes or 0)
+        return {"activations": float(activations)}
 
     def describe(self, genotype: Genotype) -> str:
         """``name=value`` pairs in spec order, floats with 4 significant digits."""

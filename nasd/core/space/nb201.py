@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
+from nasd.core.space.domains import Discrete, Domain
 from nasd.core.values import is_int
 from nasd.errors import ConfigError, InvalidGenotype
 
@@ -108,26 +109,50 @@ def _reduction_cost(c_in: int, c_out: int, out_size: int) -> tuple[int, int]:
     return params, (conv_a + conv_b + shortcut) * area
 
 
+def _cell_activations(ops: Sequence[str], channels: int, size: int) -> int:
+    """Floats per sample one cell keeps: ReLU, conv and BN outputs of each conv edge, each
+    pooling edge's output and the three node sums (skip and none edges add no tensor)."""
+    plane = channels * size * size
+    per_edge = {"nor_conv_1x1": 3 * plane, "nor_conv_3x3": 3 * plane, "avg_pool_3x3": plane}
+    return sum(per_edge.get(op, 0) for op in ops) + 3 * plane
+
+
+def _reduction_activations(c_in: int, c_out: int, in_size: int) -> int:
+    """Floats per sample the stride-2 residual block keeps (see :func:`_reduction_cost`)."""
+    out_plane = c_out * (in_size // 2) ** 2
+    first = c_in * in_size * in_size + 2 * out_plane  # ReLU(input), conv, BN
+    second = 3 * out_plane  # ReLU, conv, BN
+    shortcut = c_in * (in_size // 2) ** 2 + out_plane  # AvgPool, conv 1x1
+    return first + second + shortcut + out_plane  # + the residual sum
+
+
 def network_cost(ops: Sequence[str], num_classes: int = 10) -> dict[str, float]:
-    """Parameters and multiply-adds (convolutions and the classifier) of the NB201 CIFAR network.
+    """Parameters, multiply-adds and activations of the NB201 CIFAR network (32x32 input).
 
     Batch-norm affine weights count as parameters; batch-norm, ReLU and pooling arithmetic is not
-    counted in ``flops`` (they are not multiply-adds of weights).
+    counted in ``flops`` (they are not multiply-adds of weights). ``activations`` is a rough
+    estimate of the floats per sample a training step keeps for the backward pass: the input,
+    the stem's conv and BN outputs, every cell's and reduction block's tensors (16, 32 and 64
+    channels at 32x32, 16x16 and 8x8), the head's BN, ReLU and pooled features and the logits.
     """
     size, channels = _INPUT_SIZE, _STEM_CHANNELS
     stem_weights = 9 * _INPUT_CHANNELS * channels
     params, flops = stem_weights + 2 * channels, stem_weights * size * size
+    activations = _INPUT_CHANNELS * size * size + 2 * channels * size * size
     for stage in range(3):
         if stage > 0:
+            activations += _reduction_activations(channels, 2 * channels, size)
             size //= 2
             p, f = _reduction_cost(channels, 2 * channels, size)
             params, flops, channels = params + p, flops + f, 2 * channels
         p, f = _cell_cost(ops, channels, size)
         params, flops = params + _CELLS_PER_STAGE * p, flops + _CELLS_PER_STAGE * f
+        activations += _CELLS_PER_STAGE * _cell_activations(ops, channels, size)
     params += 2 * channels  # BN before global average pooling
     params += channels * num_classes + num_classes
     flops += channels * num_classes
-    return {"params": float(params), "flops": float(flops)}
+    activations += 2 * channels * size * size + channels + num_classes  # BN, ReLU, GAP, logits
+    return {"params": float(params), "flops": float(flops), "activations": float(activations)}
 
 
 class NB201Space(SearchSpace):
@@ -156,6 +181,10 @@ class NB201Space(SearchSpace):
     def spec(self) -> dict[str, Any]:
         """The JSON-able spec that rebuilds this space."""
         return {"kind": self.kind, "num_classes": self.num_classes}
+
+    def domains(self) -> list[Domain]:
+        """Six ``Discrete(5)``: one op choice per edge, in arch-string order."""
+        return [Discrete(len(OPS)) for _ in range(NUM_EDGES)]
 
     def sample(self, rng: random.Random) -> Genotype:
         """Each edge's op drawn uniformly and independently."""
@@ -188,7 +217,8 @@ class NB201Space(SearchSpace):
                 raise InvalidGenotype(f"ops[{i}]: {_short(op)} is not one of {list(OPS)}")
 
     def cost(self, genotype: Genotype) -> dict[str, float]:
-        """``params`` and ``flops`` (multiply-adds) of the standard NB201 CIFAR network."""
+        """``params``, ``flops`` (multiply-adds) and ``activations`` (floats kept per sample for
+        the backward pass, estimated) of the standard NB201 CIFAR network."""
         self.validate(genotype)
         return network_cost(genotype["ops"], self.num_classes)
 

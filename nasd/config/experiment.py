@@ -1,4 +1,4 @@
-"""Experiment configs and daemon settings: TOML in, validated frozen dataclasses out.
+"""Experiment configs: an experiment file's TOML in, a validated frozen dataclass out.
 
 Every user mistake becomes a :class:`nasd.errors.ConfigError` whose message names the file and the
 key, never a traceback. An experiment config is checked three times over: against
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ class ExperimentConfig:
     seed: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
+    group: str | None = None
+    """The experiment file's own name when this is one model of a multi-model file."""
+    model: str | None = None
+    """This model's name within its group (``name`` is ``<group>.<model>``)."""
 
     @property
     def strategy_name(self) -> str:
@@ -62,14 +66,21 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as the nested mapping it was read from (for the database and the wire)."""
+        experiment: dict[str, Any] = {
+            "name": self.name,
+            "budget": self.budget,
+            "seed": self.seed,
+            "max_attempts": self.max_attempts,
+            "lease_ttl_s": self.lease_ttl_s,
+        }
+        # Only when set, so that a single-model config keeps the JSON it always had (the stored
+        # config of an existing experiment must compare equal on resubmission).
+        if self.group is not None:
+            experiment["group"] = self.group
+        if self.model is not None:
+            experiment["model"] = self.model
         return {
-            "experiment": {
-                "name": self.name,
-                "budget": self.budget,
-                "seed": self.seed,
-                "max_attempts": self.max_attempts,
-                "lease_ttl_s": self.lease_ttl_s,
-            },
+            "experiment": experiment,
             "space": dict(self.space),
             "strategy": dict(self.strategy),
             "task": dict(self.task),
@@ -88,10 +99,15 @@ class ExperimentConfig:
 
 def experiment_from_dict(data: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
     """Validate a parsed experiment config and build it; ConfigError names ``source``."""
+    return _build(data, source, "")
+
+
+def _build(data: Mapping[str, Any], source: str, prefix: str) -> ExperimentConfig:
+    """:func:`experiment_from_dict`; ``prefix`` (``model[1].``) locates space/strategy/task keys."""
     try:
         validate_experiment_config(data)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise _located(source, prefix, exc) from None
     exp = data["experiment"]
     config = ExperimentConfig(
         name=str(exp["name"]),
@@ -99,6 +115,8 @@ def experiment_from_dict(data: Mapping[str, Any], *, source: str = "config") -> 
         seed=int(exp.get("seed", 0)),
         max_attempts=int(exp.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
         lease_ttl_s=float(exp.get("lease_ttl_s", DEFAULT_LEASE_TTL_S)),
+        group=None if exp.get("group") is None else str(exp["group"]),
+        model=None if exp.get("model") is None else str(exp["model"]),
         space=dict(data["space"]),
         strategy=dict(data["strategy"]),
         task={**data["task"], "options": dict(data["task"].get("options", {}))},
@@ -106,11 +124,22 @@ def experiment_from_dict(data: Mapping[str, Any], *, source: str = "config") -> 
     try:
         space = build_space(config.space)
         build_strategy(config.strategy_name, space, config.seed, config.strategy_params)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    except NasdError as exc:  # pragma: no cover - defensive: any deliberate error is a config one
-        raise ConfigError(f"{source}: {exc}") from None
+    except NasdError as exc:  # any deliberate error here is a config one
+        raise _located(source, prefix, exc) from None
     return config
+
+
+_MODEL_TABLES = ("space", "strategy", "task")
+
+
+def _located(source: str, prefix: str, exc: Exception) -> ConfigError:
+    """``source: model[1].space.kind: ...`` for an error about a model's own tables."""
+    text = str(exc)
+    if prefix and text.split(":", 1)[0].split(".", 1)[0] in _MODEL_TABLES:
+        return ConfigError(f"{source}: {prefix}{text}")
+    if prefix:
+        return ConfigError(f"{source}: {prefix.rstrip('.')}: {text}")
+    return ConfigError(f"{source}: {text}")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -128,63 +157,15 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment file (``examples/mnist1d.toml``)."""
+    """Read and validate a single-model experiment file (``examples/mnist1d.toml``).
+
+    A file with ``[[model]]`` tables is refused: :func:`load_experiments` reads every kind.
+    """
     data = read_toml(path)
     data.pop("daemon", None)  # an experiment file may carry daemon settings for `nasd run`
+    if "model" in data:
+        raise ConfigError(
+            f"{path}: has [[model]] tables (a multi-model experiment):"
+            " read it with load_experiments"
+        )
     return experiment_from_dict(data, source=str(path))
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonSettings:
-    """The ``[daemon]`` table of ``nasd.toml``: where the broker and the database are.
-
-    ``experiments`` and ``log_level`` are read again on SIGHUP (``nasd serve`` reloads them);
-    ``log_level`` None leaves the level of the command line (``nasd --log-level``).
-    """
-
-    broker: str = DEFAULT_BROKER
-    db: str = DEFAULT_DB
-    client_id: str = DEFAULT_CLIENT_ID
-    experiments: tuple[str, ...] = field(default=())
-    log_level: str | None = None
-
-
-_DAEMON_KEYS = {"broker", "db", "client_id", "experiments", "log_level"}
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def load_daemon_settings(path: str | Path) -> DaemonSettings:
-    """Read ``[daemon]`` from ``path``; unknown keys and wrong types are ConfigErrors.
-
-    ``experiments`` lists experiment files (relative to ``path``) to submit at start-up;
-    submitting one that already exists with the same config is a no-op.
-    """
-    path = Path(path)
-    data = read_toml(path)
-    table = data.get("daemon")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: missing [daemon] table")
-    unknown = sorted(set(table) - _DAEMON_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key daemon.{unknown[0]} (known: {', '.join(sorted(_DAEMON_KEYS))})"
-        )
-    for key in ("broker", "db", "client_id", "log_level"):
-        if key in table and not isinstance(table[key], str):
-            raise ConfigError(f"{path}: daemon.{key} must be a string")
-    log_level = table.get("log_level")
-    if log_level is not None and log_level not in LOG_LEVELS:
-        raise ConfigError(
-            f"{path}: daemon.log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}"
-        )
-    experiments = table.get("experiments", [])
-    if not isinstance(experiments, list) or not all(isinstance(e, str) for e in experiments):
-        raise ConfigError(f"{path}: daemon.experiments must be a list of file paths")
-    db = table.get("db", DEFAULT_DB)
-    return DaemonSettings(
-        broker=table.get("broker", DEFAULT_BROKER),
-        db=str((path.parent / db) if not Path(db).is_absolute() else db),
-        client_id=table.get("client_id", DEFAULT_CLIENT_ID),
-        experiments=tuple(str(path.parent / e) for e in experiments),
-        log_level=log_level,
-    )
