@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run the experimental policies (shadho-eager, shadho-mem)",
     )
+    parser.add_argument(
+        "--gpus-only",
+        action="store_true",
+        help="leave the CPU box out of the pool (same workload on the three GPUs)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -87,16 +92,28 @@ def measure(workload: Workload, policies: Sequence[str], seeds: int, budget: int
     from nasd.bench.sim import simulate
 
     started = time.perf_counter()
-    figures = {
-        policy: summarise([simulate(workload, policy, s, budget) for s in range(seeds)], workload)
-        for policy in policies
+    runs = {
+        policy: [simulate(workload, policy, s, budget) for s in range(seeds)] for policy in policies
     }
+    figures = {policy: summarise(results, workload) for policy, results in runs.items()}
     wall = time.perf_counter() - started
     base = figures["shadho"]["time_to_target_s"]["median"]
     ratios = {
         f"{other}/shadho": figures[other]["time_to_target_s"]["median"] / base if base else None
         for other in ("first-free", "spread")
     }
+    paired = {}
+    for other in ("first-free", "spread"):
+        per_seed = [
+            o.time_to_target / b.time_to_target
+            for o, b in zip(runs[other], runs["shadho"], strict=True)
+            if b.time_to_target > 0
+        ]
+        paired[f"{other}/shadho"] = {
+            "median": statistics.median(per_seed) if per_seed else None,
+            "shadho_faster": sum(1 for r in per_seed if r > 1.0),
+            "seeds": len(per_seed),
+        }
     speedup = ratios["first-free/shadho"]
     oom = figures["shadho"]["oom_placements"]
     return {
@@ -106,6 +123,7 @@ def measure(workload: Workload, policies: Sequence[str], seeds: int, budget: int
         "workload": dict(workload.notes),
         "policies": figures,
         "ratios": ratios,
+        "paired": paired,
         "goal": {
             "target_ratio": GOAL_RATIO,
             "ratio": speedup,
@@ -155,6 +173,12 @@ def render(result: dict[str, Any]) -> str:
     for key, value in result["ratios"].items():
         shown = "n/a" if value is None else f"{value:.2f}x"
         lines.append(f"median time-to-target {key}: {shown}")
+    for key, value in result["paired"].items():
+        shown = "n/a" if value["median"] is None else f"{value['median']:.2f}x"
+        lines.append(
+            f"per-seed time-to-target {key}: median {shown}, shadho faster in "
+            f"{value['shadho_faster']} of {value['seeds']} seeds"
+        )
     goal = result["goal"]
     verdict = "met" if goal["met"] else "NOT met"
     ratio = "n/a" if goal["ratio"] is None else f"{goal['ratio']:.2f}x"
@@ -179,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from nasd.bench.sim import EXPERIMENTAL_POLICIES, POLICIES
     from nasd.bench.workload import load_workload
 
-    workload = load_workload(args.data)
+    workload = load_workload(args.data, gpus_only=args.gpus_only)
     policies = POLICIES + (EXPERIMENTAL_POLICIES if args.experimental else ())
     result = measure(workload, policies, args.seeds, args.budget)
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else render(result))

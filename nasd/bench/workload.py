@@ -243,8 +243,10 @@ def _read_macro(path: Path) -> dict[str, Any]:
     return table
 
 
-def load_workload(data_dir: Path) -> Workload:
+def load_workload(data_dir: Path, *, gpus_only: bool = False) -> Workload:
     """Both models and the pool, from the tables in ``data_dir``.
+
+    ``gpus_only``: leave the CPU box out of the pool (the same workload on the three GPUs).
 
     Raises :class:`WorkloadDataError` (one line) if a table is missing or unreadable.
     """
@@ -303,7 +305,8 @@ def load_workload(data_dir: Path) -> Workload:
     speeds = {
         d.name: 1.0 / (statistics.median(_per_sample(r, d) for r in rows) / 1000.0) for d in POOL
     }
-    agents = tuple(Agent(f"{d.name}-{i}", d, speeds[d.name]) for d in POOL for i in range(d.count))
+    pool = [d for d in POOL if not (gpus_only and d.kind == "cpu")]
+    agents = tuple(Agent(f"{d.name}-{i}", d, speeds[d.name]) for d in pool for i in range(d.count))
     notes = {
         "reference_device": REFERENCE_DEVICE,
         "batch_size": BATCH_SIZE,
@@ -313,7 +316,7 @@ def load_workload(data_dir: Path) -> Workload:
         "samples_per_s": speeds,
         "pool": [
             {"device": d.name, "count": d.count, "slots": d.slots, "memory_gib": d.memory / GIB}
-            for d in POOL
+            for d in pool
         ],
     }
     return Workload(models, agents, notes)

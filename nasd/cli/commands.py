@@ -372,16 +372,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
         members = _members(conn, args.name, _db_path(args))
         if members == {args.name: None}:
             rows = list(queries.export_rows(conn, args.name))
-        else:  # a group: every model's rows, each saying which model it belongs to
+        else:  # a group: every model's rows, saying which model and how SHADHO saw it
+            scheduling = queries.scheduling_summary(conn, []) or {}
+            seen = scheduling.get("models", {})
             rows = [
-                {"model": model, **row}
+                {
+                    "model": model,
+                    "model.complexity": seen.get(experiment, {}).get("complexity"),
+                    "model.priority": seen.get(experiment, {}).get("priority"),
+                    "model.classes": ",".join(seen.get(experiment, {}).get("classes", [])),
+                    **row,
+                }
                 for experiment, model in members.items()
                 for row in queries.export_rows(conn, experiment)
             ]
     finally:
         conn.close()
     out = args.output.open("w", newline="") if args.output else sys.stdout
-    leading = () if members == {args.name: None} else ("model",)
+    leading = (
+        ()
+        if members == {args.name: None}
+        else ("model", "model.complexity", "model.priority", "model.classes")
+    )
     try:
         report.write_export(rows, out, args.format, leading=leading)
     finally:

@@ -6,6 +6,8 @@ Needs ``../shared/data/isbi2012_membrane`` (CI has it); skipped with a message w
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -73,3 +75,15 @@ def test_the_unet_example_runs_both_models_and_draws_the_figure(tmp_path: Path) 
     )
     assert best.returncode == 0, best.stderr
     assert "unet-em.unet" in best.stdout and "complexity" in best.stdout
+    export = subprocess.run(
+        [sys.executable, "-m", "nasd.cli", "export", "unet-em", "--db", str(db), "--format", "csv"],
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert export.returncode == 0, export.stderr
+    table = list(csv.DictReader(io.StringIO(export.stdout)))
+    assert {r["model"] for r in table} == {"unet", "shallow"}
+    assert all(float(r["model.complexity"]) > 100 for r in table)

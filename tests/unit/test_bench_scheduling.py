@@ -135,7 +135,16 @@ def test_cli_json_keys(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--data", str(DATA), "--seeds", "2", "--budget", "40", "--json"]
     assert scheduling.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"seeds", "budget", "wall_s", "workload", "policies", "ratios", "goal"}
+    assert set(result) == {
+        "seeds",
+        "budget",
+        "wall_s",
+        "workload",
+        "policies",
+        "ratios",
+        "paired",
+        "goal",
+    }
     assert set(result["policies"]) == set(POLICIES)
     for figures in result["policies"].values():
         assert set(figures) >= {
@@ -148,6 +157,9 @@ def test_cli_json_keys(capsys: pytest.CaptureFixture[str]) -> None:
         assert set(figures["time_to_target_s"]) == {"median", "q1", "q3"}
         assert set(figures["utilisation"]) == {d.name for d in POOL}
     assert set(result["ratios"]) == {"first-free/shadho", "spread/shadho"}
+    paired = result["paired"]["first-free/shadho"]
+    assert set(paired) == {"median", "shadho_faster", "seeds"}
+    assert 0 <= paired["shadho_faster"] <= paired["seeds"]
     assert set(result["goal"]) == {"target_ratio", "ratio", "shadho_oom_placements", "met"}
 
 

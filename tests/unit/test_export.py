@@ -179,7 +179,14 @@ def test_export_of_a_group_has_every_models_rows_with_a_model_column(tmp_path: P
     done = _nasd("export", "grp", "--db", db)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert done.stdout.splitlines()[0].split(",") == ["model", *EXPORT_COLUMNS, "metric.loss"]
+    assert done.stdout.splitlines()[0].split(",") == [
+        "model",
+        "model.complexity",
+        "model.priority",
+        "model.classes",
+        *EXPORT_COLUMNS,
+        "metric.loss",
+    ]
     assert [(r["model"], r["trial_id"], r["status"], r["metric.loss"]) for r in rows] == [
         ("a", "0", "succeeded", "0.5"),
         ("a", "1", "succeeded", "0.25"),

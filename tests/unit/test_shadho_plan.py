@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 
 from nasd.core.scheduler import (
     AgentCapacity,
+    AgentTiming,
     JobDemand,
     ModelView,
     Plan,
     assign_models,
     fits_anywhere,
+    keep_off_stragglers,
     plan_assignments,
     rank_models,
     share_credits,
@@ -581,3 +583,72 @@ def test_a_small_pool_drains_a_queue_larger_than_its_credits(rounds: int) -> Non
         where.update(plan.pairs)
         left = [j for j in left if j.job_id not in where]
     assert all(where[f"u{i}"] == "h" for i in range(3 * rounds))  # never on the 8 GB agent
+
+
+# -- keep_off_stragglers ----------------------------------------------------------------------
+
+
+def _timed(
+    name: str,
+    klass: str,
+    speed: float,
+    *,
+    ends: tuple[float, ...] = (),
+    memory: int | None = None,
+    trainers: frozenset[str] | None = None,
+) -> AgentTiming:
+    return AgentTiming(name, klass, speed, 1, ends, memory, trainers)
+
+
+def test_a_big_job_waits_for_a_fast_agent_that_frees_soon() -> None:
+    job = JobDemand("j", "m", flops=1000.0)
+    agents = [_timed("gpu", "g", 100.0, ends=(5.0,)), _timed("cpu", "c", 1.0)]
+    # on the CPU: 1000 s; waiting 5 s for the GPU, then 10 s there
+    assert keep_off_stragglers([("j", "cpu")], {"j": job}, agents, {"m": ("g", "c")}, 0.0) == []
+
+
+def test_a_job_starts_on_the_slow_agent_when_waiting_would_take_longer() -> None:
+    job = JobDemand("j", "m", flops=100.0)
+    agents = [_timed("gpu", "g", 100.0, ends=(500.0,)), _timed("cpu", "c", 1.0)]
+    pairs = [("j", "cpu")]
+    assert keep_off_stragglers(pairs, {"j": job}, agents, {"m": ("g", "c")}, 0.0) == pairs
+
+
+def test_nothing_waits_for_an_agent_that_cannot_hold_or_run_the_job() -> None:
+    big = JobDemand("big", "m", trainer="t", memory=10, flops=1000.0)
+    tiny_gpu = _timed("gpu", "g", 100.0, memory=5)
+    foreign = _timed("gpu2", "g", 100.0, trainers=frozenset({"other"}))
+    cpu = _timed("cpu", "c", 1.0)
+    pairs = [("big", "cpu")]
+    kept = keep_off_stragglers(pairs, {"big": big}, [tiny_gpu, foreign, cpu], {"m": ("g",)}, 0.0)
+    assert kept == pairs
+
+
+def test_a_job_too_big_for_its_classes_waits_for_any_class_that_holds_it() -> None:
+    big = JobDemand("big", "m", memory=10, flops=1000.0)
+    agents = [
+        _timed("small", "s", 50.0, memory=5),
+        _timed("large", "l", 100.0, memory=20, ends=(1.0,)),
+        _timed("cpu", "c", 1.0, memory=100),
+    ]
+    kept = keep_off_stragglers([("big", "cpu")], {"big": big}, agents, {"m": ("s", "c")}, 0.0)
+    assert kept == []
+
+
+def test_jobs_without_flops_and_fast_placements_are_never_held() -> None:
+    unknown = JobDemand("u", "m", flops=0.0)
+    quick = JobDemand("q", "m", flops=10.0)
+    agents = [_timed("gpu", "g", 100.0, ends=(1.0,)), _timed("cpu", "c", 1.0)]
+    pairs = [("u", "cpu"), ("q", "gpu")]
+    jobs = {"u": unknown, "q": quick}
+    assert keep_off_stragglers(pairs, jobs, agents, {"m": ("g", "c")}, 0.0) == pairs
+
+
+def test_jobs_kept_earlier_in_the_pass_count_against_the_fast_agent() -> None:
+    # Two GPU slots' worth of work: the second job would wait behind the first on the GPU.
+    jobs = {"a": JobDemand("a", "m", flops=100.0), "b": JobDemand("b", "m", flops=100.0)}
+    gpu = AgentTiming("gpu", "g", 10.0, 1)
+    cpu = AgentTiming("cpu", "c", 8.0, 1)
+    pairs = [("a", "gpu"), ("b", "cpu")]
+    # b on the CPU: 12.5 s; behind a on the GPU: 10 + 10 s, so it starts on the CPU now
+    assert keep_off_stragglers(pairs, jobs, [gpu, cpu], {"m": ("g", "c")}, 0.0) == pairs
