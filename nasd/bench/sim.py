@@ -363,7 +363,7 @@ class Simulation:
         if "mem" in self.policy:
             pairs = self._plan_memory_bound_first(jobs, capacities, classes)
         else:
-            pairs = plan_assignments(jobs, capacities, classes).pairs
+            pairs = plan_assignments(jobs, capacities, classes, self._class_memory()).pairs
         if self.policy != "shadho-eager":
             pairs = keep_off_stragglers(
                 pairs,
@@ -411,6 +411,13 @@ class Simulation:
         ]
         others = [j for j in jobs if j.job_id not in placed]
         return first + plan_assignments(others, rest, classes).pairs
+
+    def _class_memory(self) -> dict[str, int | None]:
+        """The most memory an agent of each class has (what the engine reads off profiles)."""
+        out: dict[str, int | None] = {}
+        for a in self.agents.values():
+            out[a.klass] = max(out.get(a.klass) or 0, a.agent.device.memory)
+        return out
 
     def _scale(self) -> float:
         """Seconds per unit of FLOPs over speed: the median of the jobs finished so far (1 before

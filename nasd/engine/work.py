@@ -265,7 +265,7 @@ class Planner:
         trials = [t for t in queue if t is not None]
         jobs = [self.demand(t) for t in trials]
         classes = self._model_classes(self._active_models())
-        plan = plan_assignments(jobs, capacities, classes)
+        plan = plan_assignments(jobs, capacities, classes, self._class_memory())
         pairs = keep_off_stragglers(
             plan.pairs, {j.job_id: j for j in jobs}, self._timings(now), classes, now, self._scale()
         )
@@ -308,6 +308,17 @@ class Planner:
         speed = agent_speed(record.profile) if record is not None else 0.0
         if seconds is not None and seconds > 0 and flops > 0 and speed > 0:
             self._scales.append(seconds * speed / flops)
+
+    def _class_memory(self) -> dict[str, int | None]:
+        """The most memory an online agent of each class has when idle (None: one is unknown)."""
+        out: dict[str, int | None] = {}
+        for record in self._ledger.agents():
+            if not record.online:
+                continue
+            klass = self.placement.klass(record.name)
+            known, seen = record.memory_idle, out.get(klass, 0)
+            out[klass] = None if known is None or seen is None else max(seen, known)
+        return out
 
     def _scale(self) -> float:
         """The median calibration sample (1 before any: every term of a comparison is then an

@@ -652,3 +652,22 @@ def test_jobs_kept_earlier_in_the_pass_count_against_the_fast_agent() -> None:
     pairs = [("a", "gpu"), ("b", "cpu")]
     # b on the CPU: 12.5 s; behind a on the GPU: 10 + 10 s, so it starts on the CPU now
     assert keep_off_stragglers(pairs, jobs, [gpu, cpu], {"m": ("g", "c")}, 0.0) == pairs
+
+
+def test_a_job_too_big_for_its_models_classes_is_any_class_own_work() -> None:
+    big_child = JobDemand("big", "small-cards-model", memory=20 * GIB, flops=5.0)
+    own = JobDemand("own", "big-card-model", memory=1 * GIB, flops=9.0)
+    agents = [AgentCapacity("titan", 1, speed=2.0, klass="big", free_memory=24 * GIB)]
+    classes = {"small-cards-model": ("small",), "big-card-model": ("big",)}
+    assert plan_assignments([big_child, own], agents, classes).pairs == [("own", "titan")]
+    # Without class memory the big card serves its own model first even when the child is the
+    # larger job; knowing no class of the child's model can hold it, it is the big card's own
+    # work too, and the largest own job goes first.
+    bigger_child = JobDemand("big", "small-cards-model", memory=20 * GIB, flops=50.0)
+    memory = {"small": 11 * GIB, "big": 24 * GIB}
+    assert plan_assignments([bigger_child, own], agents, classes).pairs == [("own", "titan")]
+    pairs = plan_assignments([bigger_child, own], agents, classes, memory).pairs
+    assert pairs == [("big", "titan")]
+    # a child its own classes can hold stays their work
+    fitting = JobDemand("big", "small-cards-model", memory=8 * GIB, flops=50.0)
+    assert plan_assignments([fitting, own], agents, classes, memory).pairs == [("own", "titan")]

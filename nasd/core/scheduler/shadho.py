@@ -143,13 +143,25 @@ def plan_assignments(
     jobs: Sequence[JobDemand],
     agents: Sequence[AgentCapacity],
     model_classes: Mapping[str, Sequence[str]] | None = None,
+    class_memory: Mapping[str, int | None] | None = None,
 ) -> Plan:
     """Place ``jobs`` (queue order) on ``agents`` with free credits (module docstring, step 3).
 
     No agent is given more jobs than its free credits, nor more estimated memory than it has
-    free. A job whose model has no class assignment may go to any class.
+    free. A job whose model has no class assignment may go to any class, and so may a job too
+    big for every class its model was given (``class_memory``: the most memory an agent of each
+    class has when idle, None for no limit): a child its model's cards cannot hold is any
+    class's own work, rather than the leftovers of the class that can hold it.
     """
-    classes_of = model_classes or {}
+    classes_of: dict[str, Sequence[str]] = {}
+    for demand in jobs:
+        assigned = (model_classes or {}).get(demand.model, ())
+        need = demand.memory
+        if assigned and need is not None and class_memory is not None:
+            room = [class_memory.get(c) for c in assigned]
+            if not any(r is None or need <= r for r in room):
+                assigned = ()
+        classes_of[demand.job_id] = assigned
     by_speed = sorted((a for a in agents if a.free > 0), key=lambda a: (-a.speed, a.name))
     credits = {a.name: a.free for a in by_speed}
     memory = {a.name: a.free_memory for a in by_speed}
@@ -183,19 +195,24 @@ def _pick(
     classes_of: Mapping[str, Sequence[str]],
     free_memory: int | None,
 ) -> JobDemand | None:
-    """The largest job ``agent`` can take, its own class's models first (see module)."""
+    """The largest job ``agent`` can take, its own class's first; ``classes_of`` is by job id."""
     fallback = None
     for job in jobs:
         if job.job_id in placed or not agent.runs(job.trainer):
             continue
         if job.memory is not None and free_memory is not None and job.memory > free_memory:
             continue
-        assigned = classes_of.get(job.model)
+        assigned = classes_of.get(job.job_id)
         if not assigned or agent.klass in assigned:
             return job
         if fallback is None:
             fallback = job
     return fallback
+
+
+STRAGGLER_SPEED_RATIO = 2.0
+"""A job is held back only for an agent at least this many times faster: estimates are rough,
+and agents of about the same speed should all work rather than wait for each other."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +255,8 @@ def keep_off_stragglers(
 
     A job's estimated duration on an agent is ``seconds_per_unit * flops / speed``; a job with
     unknown FLOPs (0) or an agent of unknown speed is never held back, nor one waiting for an
-    agent that could not run or hold it. The agent waited for is the fastest of the job's
+    agent that could not run or hold it, nor one whose faster agent is less than
+    :data:`STRAGGLER_SPEED_RATIO` times faster. The agent waited for is the fastest of the job's
     classes, or of any class when none of its own is faster than ``agent`` (a child too big for
     its model's cards waits for a card that holds it, not for a CPU). Placements are judged in
     order, each counting the ones kept before it as running.
@@ -256,9 +274,9 @@ def keep_off_stragglers(
                 key=lambda a: (a.speed, a.name),
                 default=agent,
             )
-            if best.speed <= agent.speed:  # none of its classes is faster: any class that is
-                best = max(able, key=lambda a: (a.speed, a.name), default=agent)
-            if best.speed > agent.speed:
+            if best.speed < STRAGGLER_SPEED_RATIO * agent.speed:  # its classes are no faster:
+                best = max(able, key=lambda a: (a.speed, a.name), default=agent)  # any class
+            if best.speed >= STRAGGLER_SPEED_RATIO * agent.speed:
                 ends = [*best.ends, *planned.get(best.name, [])]
                 free_at = now if len(ends) < best.slots else sorted(ends)[len(ends) - best.slots]
                 here = seconds_per_unit * job.flops / agent.speed
