@@ -99,7 +99,7 @@ class Engine:
                     self.roster.ready(conn, agent, message.body, now)
                     free = message.body.get("free_memory_bytes")
                     running = [str(j) for j in message.body["running"]]
-                    self._planner.note_free_memory(
+                    self._planner.sizing.note_free_memory(
                         agent, int(free) if free is not None else None, running
                     )
                 case MessageType.AGENT_STATE:
@@ -292,7 +292,7 @@ class Engine:
             if isinstance(started, float | int) and isinstance(finished, float | int)
             else None
         )
-        self._planner.note_duration(trial, name, took, now)
+        self._planner.sizing.note_duration(trial, name, took, now)
         if trial.status is TrialStatus.RUNNING and trial.epoch != epoch and trial.agent:
             repo.end_lease(conn, trial.job_id, trial.epoch, LeaseStatus.SUPERSEDED, now)
             self._outbox.cancel(trial.agent, trial.job_id, trial.epoch)
@@ -336,8 +336,8 @@ class Engine:
 
     def _too_big(self, conn: sqlite3.Connection, trial: LiveTrial, now: float) -> None:
         """Fail a pending trial no agent that runs its trainer can hold (memory estimate)."""
-        job = self._planner.demand(trial)
-        largest = self._planner.largest_agent_memory(job.trainer or "")
+        job = self._planner.sizing.demand(trial)
+        largest = self._planner.sizing.largest_agent_memory(job.trainer or "")
         reason = (
             f"out of memory everywhere: needs about {(job.memory or 0) / 2**30:.2f} GiB, the "
             f"largest agent running {job.trainer} has {largest / 2**30:.2f} GiB free"

@@ -52,7 +52,7 @@ def test_ready_reports_free_memory_net_of_the_jobs_it_runs(tmp_path: Path) -> No
     assert len(placed) == 1
     job = h.engine.ledger.get(placed[0]["job_id"])
     assert job is not None
-    need = h.engine._planner.demand(job).memory
+    need = h.engine._planner.sizing.demand(job).memory
     assert need is not None and need > 0
     # The agent now reports less free memory because our job runs there: its idle memory is
     # what it reports plus our job's estimate, not double-counted.
