@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasd.cli import ops
+from nasd.cli import ops, results
 from nasd.cli.options import add_db as _add_db
 from nasd.cli.options import broker_url as _broker
 from nasd.cli.options import db_path as _db_path
@@ -293,115 +293,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _members(conn: sqlite3.Connection, name: str, db: Path) -> dict[str, str | None]:
-    """What ``name`` stands for: ``{experiment: None}`` for an experiment, else the experiments
-    of the group ``name`` (the models of a multi-model file) as ``{experiment: model}``."""
-    from nasd.store import queries, recovery
-
-    if name in queries.experiment_names(conn):
-        return {name: None}
-    members: dict[str, str | None] = {
-        stored.name: str(stored.config["experiment"].get("model") or stored.name)
-        for stored in recovery.experiments(conn)
-        if stored.config.get("experiment", {}).get("group") == name
-    }
-    if not members:
-        raise ConfigError(f"no experiment or model group named {name!r} in {db}")
-    return members
-
-
-def _cmd_best(args: argparse.Namespace) -> int:
-    from nasd.cli import report
-    from nasd.store import queries
-
-    conn = _reader(args)
-    try:
-        members = _members(conn, args.name, _db_path(args))
-        bests = {experiment: queries.best_trial(conn, experiment) for experiment in members}
-        # A group's models as the scheduler sees them, where the database keeps that view.
-        grouped = members != {args.name: None}
-        scheduling = queries.status(conn).get("scheduling") if grouped else None
-    finally:
-        conn.close()
-    if grouped:
-        return _print_group_best(args, members, bests, scheduling)
-    best = bests[args.name]
-    if best is None:
-        raise ConfigError(f"experiment {args.name!r} has no finished evaluation yet")
-    if args.json:
-        print(json.dumps(best, indent=2, sort_keys=True))
-    else:
-        print(report.best_summary(args.name, best))
-    return 0
-
-
-def _print_group_best(
-    args: argparse.Namespace,
-    members: dict[str, str | None],
-    bests: dict[str, dict[str, Any] | None],
-    scheduling: Any,
-) -> int:
-    """``nasd best GROUP``: each model's best, with its complexity, priority and classes."""
-    from nasd.cli import report
-
-    if all(best is None for best in bests.values()):
-        raise ConfigError(f"no model of {args.name!r} has a finished evaluation yet")
-    models = (scheduling.get("models") or {}) if isinstance(scheduling, dict) else {}
-    if args.json:
-        group = [
-            {
-                "experiment": experiment,
-                "model": model,
-                "best": bests[experiment],
-                "scheduling": models.get(experiment),
-            }
-            for experiment, model in members.items()
-        ]
-        print(json.dumps({"group": args.name, "models": group}, indent=2, sort_keys=True))
-    else:
-        print(report.group_best_summary(args.name, bests, models))
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from nasd.cli import report
-    from nasd.store import queries
-
-    conn = _reader(args)
-    try:
-        members = _members(conn, args.name, _db_path(args))
-        if members == {args.name: None}:
-            rows = list(queries.export_rows(conn, args.name))
-        else:  # a group: every model's rows, saying which model and how SHADHO saw it
-            scheduling = queries.scheduling_summary(conn, []) or {}
-            seen = scheduling.get("models", {})
-            rows = [
-                {
-                    "model": model,
-                    "model.complexity": seen.get(experiment, {}).get("complexity"),
-                    "model.priority": seen.get(experiment, {}).get("priority"),
-                    "model.classes": ",".join(seen.get(experiment, {}).get("classes", [])),
-                    **row,
-                }
-                for experiment, model in members.items()
-                for row in queries.export_rows(conn, experiment)
-            ]
-    finally:
-        conn.close()
-    out = args.output.open("w", newline="") if args.output else sys.stdout
-    leading = (
-        ()
-        if members == {args.name: None}
-        else ("model", "model.complexity", "model.priority", "model.classes")
-    )
-    try:
-        report.write_export(rows, out, args.format, leading=leading)
-    finally:
-        if args.output:
-            out.close()
-    return 0
-
-
 def _cmd_broker(args: argparse.Namespace) -> int:
     from nasd.mqtt.broker import run_broker
 
@@ -432,8 +323,8 @@ _HANDLERS = {
     "resume": _cmd_lifecycle,
     "cancel": _cmd_lifecycle,
     "status": _cmd_status,
-    "best": _cmd_best,
-    "export": _cmd_export,
+    "best": results.cmd_best,
+    "export": results.cmd_export,
     "broker": _cmd_broker,
     "backup": ops.cmd_backup,
     "restore": ops.cmd_restore,

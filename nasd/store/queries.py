@@ -20,6 +20,16 @@ def experiment_names(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT name FROM experiments ORDER BY created_at, name")]
 
 
+def group_members(conn: sqlite3.Connection, group: str) -> list[tuple[str, str]]:
+    """The models of a multi-model experiment: ``(experiment, model)`` pairs, by name."""
+    out = []
+    for name, config in conn.execute("SELECT name, config FROM experiments ORDER BY name"):
+        table = json.loads(config).get("experiment", {})
+        if table.get("group") == group:
+            out.append((name, str(table.get("model") or name)))
+    return out
+
+
 def best_trial(conn: sqlite3.Connection, experiment: str) -> dict[str, Any] | None:
     """The best finished trial by the experiment's objective, with genotype and metrics.
 
