@@ -26,6 +26,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+import structlog
+
 from nasd.core.events import SlotsOpen
 from nasd.core.scheduler import (
     ModelView,
@@ -43,6 +45,8 @@ from nasd.engine.placement import Placement
 from nasd.engine.records import ExperimentStatus, LiveTrial, TrialStatus, job_id_of
 from nasd.engine.sizing import Sizing
 from nasd.store import repo
+
+log = structlog.get_logger("nasd.engine.work")
 
 
 class Planner:
