@@ -58,6 +58,10 @@ class Placement:
         """The compute class of an online agent ('' if it has none yet)."""
         return self._agent_class.get(agent, "")
 
+    def class_speed(self, klass: str) -> float:
+        """A class's speed: its agents' median (0 for a class unknown)."""
+        return self._speeds.get(klass, 0.0)
+
     def classes_of(self, model: str) -> tuple[str, ...]:
         """The classes assigned to ``model`` (an experiment), fastest first."""
         return self._assignment.get(model, ())

@@ -139,9 +139,8 @@ class Sizing:
         one, the time since its lease began here."""
         started = self._started.get(trial.job_id)
         seconds = reported if reported is not None else None if started is None else now - started
-        record = self._ledger.find_agent(agent)
         flops = self.demand(trial).flops
-        speed = agent_speed(record.profile) if record is not None else 0.0
+        speed = self._speed(agent)
         if seconds is not None and seconds > 0 and flops > 0 and speed > 0:
             self._scales.append(seconds * speed / flops)
 
@@ -168,7 +167,10 @@ class Sizing:
         for record in self._ledger.agents():
             if not record.online or record.draining or record.quarantined(now):
                 continue  # it takes no work: nothing should wait for it
-            speed = agent_speed(record.profile)
+            # The class's speed, not the agent's own timing: agents of one device model must
+            # never hold work back for each other because one measured faster under load.
+            klass = self._placement.klass(record.name)
+            speed = self._speed(record.name)
             ends = []
             for job_id in record.leases:
                 trial = self._ledger.get(job_id)
@@ -176,7 +178,6 @@ class Sizing:
                     continue
                 started = self._started.setdefault(job_id, now)  # after a restart: from now
                 ends.append(started + scale * self.demand(trial).flops / speed)
-            klass = self._placement.klass(record.name)
             out.append(
                 AgentTiming(
                     record.name,
@@ -189,6 +190,12 @@ class Sizing:
                 )
             )
         return out
+
+    def _speed(self, name: str) -> float:
+        """The speed estimates use for agent ``name``: its class's (median), else its own."""
+        speed = self._placement.class_speed(self._placement.klass(name))
+        record = self._ledger.find_agent(name)
+        return speed or (agent_speed(record.profile) if record is not None else 0.0)
 
     def largest_agent_memory(self, trainer: str) -> int:
         """The most memory any known agent running ``trainer`` has when idle (for messages)."""

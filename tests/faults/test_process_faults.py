@@ -161,6 +161,14 @@ def test_crash_at_every_commit_boundary(point: str, tmp_path: Path) -> None:
         if point != "migration.middle":  # the only point reached before any work
             assert 0 < at_crash < budget, f"the crash did not land mid-search ({at_crash})"
         cluster.start_daemon(env={ENV: ""})
+        cluster.wait_for(  # finish() waits for the main experiment only
+            lambda: (
+                query(cluster.db, "SELECT status FROM experiments WHERE name = ?", "faults-second")
+                == [("done",)]
+            ),
+            90,
+            "the second experiment to be done",
+        )
         report = finish(cluster, f"crash-at-{point}")
         second = check(cluster.db, "faults-second")
         second.line(f"crash-at-{point}-second-experiment")
