@@ -89,3 +89,24 @@ def test_classes_and_models_reach_the_status_and_survive_a_restart(tmp_path: Pat
     again = h.writer.run_sync(lambda c: rebuild(c, 0.0))
     assert view(again) == before
     assert again.experiments["nb"].priority == exp.priority
+
+
+def test_agents_of_one_device_model_never_hold_work_for_each_other(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "n.db")
+    # Same device, timings 3x apart (one was measured under load): one class, both busy.
+    online(h, "a", slots=1, device_name="Xeon", samples_per_s=300.0)
+    online(h, "b", slots=1, device_name="Xeon", samples_per_s=100.0)
+    h.submit(config(budget=2))
+    out = h.apply()
+    assert sorted(m.topic.split("/")[3] for m in out if m.type == "trial.assign") == ["a", "b"]
+
+
+def test_a_much_slower_class_gets_no_job_a_fast_one_finishes_sooner(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "n.db")
+    online(h, "gpu", slots=1, device_name="H200", samples_per_s=50_000.0)
+    online(h, "cpu", slots=1, device_name="Xeon", samples_per_s=50.0)
+    h.submit(config(budget=2))
+    out = h.apply()
+    # The GPU takes one; the other waits for it rather than taking 1000x longer on the CPU.
+    assert [m.topic.split("/")[3] for m in out if m.type == "trial.assign"] == ["gpu"]
+    assert h.query("SELECT COUNT(*) FROM trials WHERE status = 'pending'") == [(1,)]
