@@ -263,11 +263,17 @@ def test_a_concurrent_reader_never_sees_a_partial_result(tmp_path: Path) -> None
     seen: list[bytes] = []
     errors: list[BaseException] = []
 
+    reading = threading.Event()
+
     def read() -> None:
         reader = Spool(tmp_path)
         try:
-            while not done.is_set():
+            while True:  # at least once after the last put, however the threads are scheduled
+                finished = done.is_set()
                 seen.extend(reader.items())
+                reading.set()
+                if finished:
+                    break
         except BaseException as exc:  # reported below; a thread cannot fail the test itself
             errors.append(exc)
         finally:
@@ -275,6 +281,7 @@ def test_a_concurrent_reader_never_sees_a_partial_result(tmp_path: Path) -> None
 
     thread = threading.Thread(target=read)
     thread.start()
+    reading.wait(30)  # the reader is under way before the writer starts
     try:
         for index in range(40):
             writer.put(f"exp:{index}", 1, T1, _payload(index, 128 * 1024))
