@@ -42,6 +42,9 @@ class ExperimentConfig:
     """The experiment file's own name when this is one model of a multi-model file."""
     model: str | None = None
     """This model's name within its group (``name`` is ``<group>.<model>``)."""
+    parallel: int | None = None
+    """At most this many of its trials pending or running at once (None: as many as agents
+    take). 1 reproduces a sequential search protocol, e.g. NAS-Bench-201's."""
 
     @property
     def strategy_name(self) -> str:
@@ -77,6 +80,8 @@ class ExperimentConfig:
         # config of an existing experiment must compare equal on resubmission).
         if self.group is not None:
             experiment["group"] = self.group
+        if self.parallel is not None:
+            experiment["parallel"] = self.parallel
         if self.model is not None:
             experiment["model"] = self.model
         return {
@@ -117,6 +122,7 @@ def _build(data: Mapping[str, Any], source: str, prefix: str) -> ExperimentConfi
         lease_ttl_s=float(exp.get("lease_ttl_s", DEFAULT_LEASE_TTL_S)),
         group=None if exp.get("group") is None else str(exp["group"]),
         model=None if exp.get("model") is None else str(exp["model"]),
+        parallel=None if exp.get("parallel") is None else int(exp["parallel"]),
         space=dict(data["space"]),
         strategy=dict(data["strategy"]),
         task={**data["task"], "options": dict(data["task"].get("options", {}))},

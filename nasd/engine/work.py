@@ -120,6 +120,9 @@ class Planner:
         for model in ranked:
             exp = by_name[model.name]
             offer = min(offers.get(exp.name, 0), exp.remaining)
+            if exp.config.parallel is not None:
+                live = len(self._ledger.of_experiment(exp.name))
+                offer = min(offer, exp.config.parallel - live)
             if offer <= 0:
                 continue
             ids = tuple(range(exp.next_trial_id, exp.next_trial_id + offer))

@@ -110,3 +110,15 @@ def test_a_much_slower_class_gets_no_job_a_fast_one_finishes_sooner(tmp_path: Pa
     # The GPU takes one; the other waits for it rather than taking 1000x longer on the CPU.
     assert [m.topic.split("/")[3] for m in out if m.type == "trial.assign"] == ["gpu"]
     assert h.query("SELECT COUNT(*) FROM trials WHERE status = 'pending'") == [(1,)]
+
+
+def test_parallel_limits_the_trials_in_flight(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "n.db")
+    online(h, "a", slots=4)
+    h.submit(config(budget=3, parallel=1))
+    out = h.apply()
+    placed = assigns(out)
+    assert len(placed) == 1  # four free slots, but a sequential search
+    assert h.query("SELECT COUNT(*) FROM trials") == [(1,)]
+    out = h.apply(Inbound("trial.result", "a", reply(placed[0])))
+    assert [a["trial_id"] for a in assigns(out)] == [1]
