@@ -4,7 +4,8 @@
 space's convolutional network; ``hparams`` builds an MLP from the genotype's ``layers``,
 ``width``, ``activation`` and ``dropout`` (defaults 2, 128, relu, 0.0), with the input size and
 class count taken from the spec's ``input_shape`` and ``num_classes``; ``unet`` builds the
-seed's segmentation U-Net (:mod:`agents.models.unet`).
+seed's segmentation U-Net (:mod:`agents.models.unet`); ``rnn-cell`` a tree-structured recurrent
+cell unrolled over a sequence (:mod:`agents.models.rnn_cell`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from agents.models.cnn import build_cnn
+from agents.models.rnn_cell import build_rnn_cell
 from agents.models.unet import build_unet
 from nasd.core.space.hparams import HparamsSpace
 from nasd.core.values import is_int, is_number
@@ -68,6 +70,7 @@ BUILDERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], nn.Module]]
     "cnn": build_cnn,
     "hparams": build_mlp,
     "unet": build_unet,
+    "rnn-cell": build_rnn_cell,
 }
 
 

@@ -2,7 +2,8 @@
 
 :func:`load_trainer` resolves a task's ``trainer`` name in this order:
 
-1. a built-in: ``mnist1d`` and ``digits`` (CNNs trained with PyTorch), ``unet_em`` (U-Nets
+1. a built-in: ``mnist1d`` and ``digits`` (CNNs trained with PyTorch), ``mnist1d-seq``
+   (recurrent cells on MNIST-1D read as a sequence), ``unet_em`` (U-Nets
    segmenting the ISBI-2012 EM membrane slices), ``nb201`` (a tabular NAS-Bench-201 lookup, no
    training) and ``zero`` (instant, for throughput benchmarks);
 2. an entry point in the ``nasd.trainers`` group, so a third-party package can add trainers;
@@ -65,6 +66,7 @@ BUILTIN_TRAINERS: dict[str, str] = {
     "nb201": "agents.trainers.nb201:train",
     "zero": "agents.trainers.zero:train",
     "unet_em": "agents.trainers.unet_em:train",
+    "mnist1d-seq": "agents.trainers.mnist1d_seq:train",
 }
 """Built-in trainer names and the import path of each one's ``train`` function."""
 

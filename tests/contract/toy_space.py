@@ -8,11 +8,12 @@ a landscape where evolution has an easy gradient and random search still has a f
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
+from nasd.core.space.decisions import Decision, check_choices
 from nasd.core.space.domains import Discrete, Domain
 from nasd.errors import InvalidGenotype
 
@@ -41,6 +42,19 @@ class ToySpace(SearchSpace):
     def domains(self) -> list[Domain]:
         """One ``Discrete(2)`` per bit."""
         return [Discrete(2) for _ in range(self.bits)]
+
+    def decisions(self) -> list[Decision]:
+        """One binary decision per bit."""
+        return [Decision(f"bits[{i}]", 2) for i in range(self.bits)]
+
+    def from_decisions(self, choices: Sequence[int]) -> tuple[Genotype, list[bool]]:
+        """The bits are the choices; every decision is used."""
+        return {"bits": check_choices(self.decisions(), choices)}, [True] * self.bits
+
+    def to_decisions(self, genotype: Genotype) -> list[int]:
+        """The bits."""
+        self.validate(genotype)
+        return list(genotype["bits"])
 
     def sample(self, rng: random.Random) -> Genotype:
         """Each bit drawn independently and uniformly."""

@@ -308,7 +308,8 @@ def test_bad_specs_raise_config_error_naming_the_key(spec: dict[str, Any], messa
         ({}, "space.kind: required"),
         (
             {"kind": "transformer"},
-            "unknown kind 'transformer'; one of \\['cnn', 'hparams', 'nb201', 'unet'\\]",
+            "unknown kind 'transformer'; one of "
+            "\\['cnn', 'hparams', 'nb201', 'rnn-cell', 'unet'\\]",
         ),
     ],
 )

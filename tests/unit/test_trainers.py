@@ -89,10 +89,7 @@ def request(
 
 @pytest.mark.parametrize("name", sorted(trainers.BUILTIN_TRAINERS))
 def test_builtin_names_resolve_to_their_modules_train(name: str) -> None:
-    modules = {"mnist1d": mnist1d, "digits": digits, "nb201": nb201, "zero": zero}
-    module = (
-        modules[name] if name in modules else importlib.import_module(f"agents.trainers.{name}")
-    )
+    module = importlib.import_module(trainers.BUILTIN_TRAINERS[name].split(":")[0])
     assert load_trainer(name) is module.train
 
 
@@ -110,7 +107,7 @@ def test_import_path_and_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "fragment"),
     [
-        ("nope", "expected one of ['digits', 'mnist1d', 'nb201', 'unet_em', 'zero']"),
+        ("nope", "['digits', 'mnist1d', 'mnist1d-seq', 'nb201', 'unet_em', 'zero']"),
         ("agents.trainers.zero:missing", "no callable 'missing'"),
         ("agents.trainers.zero:__all__", "found list"),
         ("no_such_module_for_nasd:train", "cannot import"),

@@ -14,6 +14,7 @@ from nasd.core.space._base import SearchSpace, canonical_json
 from nasd.core.space.cnn import CnnSpace
 from nasd.core.space.hparams import HparamsSpace
 from nasd.core.space.nb201 import NB201Space
+from nasd.core.space.rnn_cell import RnnCellSpace
 from nasd.core.space.unet import UNetSpace
 from nasd.errors import ConfigError
 
@@ -21,6 +22,7 @@ SPACES: dict[str, type[SearchSpace]] = {
     CnnSpace.kind: CnnSpace,
     HparamsSpace.kind: HparamsSpace,
     NB201Space.kind: NB201Space,
+    RnnCellSpace.kind: RnnCellSpace,
     UNetSpace.kind: UNetSpace,
 }
 """Every search space by ``kind``."""
@@ -55,6 +57,7 @@ __all__ = [
     "CnnSpace",
     "HparamsSpace",
     "NB201Space",
+    "RnnCellSpace",
     "SearchSpace",
     "UNetSpace",
     "build_space",

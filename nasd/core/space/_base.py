@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
+from nasd.core.space.decisions import Decision
 from nasd.core.space.domains import Domain
 
 
@@ -59,6 +60,24 @@ class SearchSpace(ABC):
         A choice that exists only in some genotypes (the fifth layer's kernel when the depth is
         a choice too) is listed as if always made: complexity measures the whole space.
         """
+
+    def decisions(self) -> list[Decision]:
+        """The fixed sequence of categorical decisions a policy-gradient controller makes.
+
+        See :mod:`nasd.core.space.decisions`. Spaces without one cannot be searched by the
+        REINFORCE strategies, which refuse them with a clear error.
+        """
+        raise NotImplementedError(f"space kind {self.kind!r} has no decision list")
+
+    def from_decisions(self, choices: Sequence[int]) -> tuple[Genotype, list[bool]]:
+        """The valid genotype ``choices`` (one per decision) describe, and per decision whether
+        the genotype used it (unused choices get no gradient). ValueError on malformed choices."""
+        raise NotImplementedError(f"space kind {self.kind!r} has no decision list")
+
+    def to_decisions(self, genotype: Genotype) -> list[int]:
+        """Choices that describe ``genotype`` (the inverse of :meth:`from_decisions`; unused
+        decisions get 0, continuous values their bin)."""
+        raise NotImplementedError(f"space kind {self.kind!r} has no decision list")
 
     def describe(self, genotype: Genotype) -> str:
         """A short human-readable form for logs and the CLI (default: canonical JSON)."""

@@ -22,11 +22,66 @@ from typing import Any, ClassVar
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
 from nasd.core.space._params import PARAM_TYPES, Condition, Param, _short, parse_param
+from nasd.core.space.decisions import Decision, check_choices
 from nasd.core.space.domains import Domain
 from nasd.core.values import is_int, is_number
 from nasd.errors import ConfigError, InvalidGenotype
 
 __all__ = ["PARAM_TYPES", "Condition", "HparamsSpace", "Param", "parse_param"]
+
+CONTINUOUS_BINS = 8
+"""Options of a uniform or log-uniform param's decision (bin centres; log-space for loguniform)."""
+MAX_INT_CHOICES = 64
+"""An int param with at most this many values is one option per value; a wider one is binned."""
+
+
+def _one_per_value(param: Param) -> bool:
+    """True for an int param narrow enough to get one option per value."""
+    return param.type == "int" and int(param.high) - int(param.low) + 1 <= MAX_INT_CHOICES
+
+
+def _decision_size(param: Param) -> int:
+    """How many options ``param``'s decision has."""
+    if param.type == "categorical":
+        return len(param.choices)
+    if _one_per_value(param):
+        return int(param.high) - int(param.low) + 1
+    return CONTINUOUS_BINS
+
+
+def _bin_range(param: Param) -> tuple[float, float]:
+    """The interval the bins split: log-space for loguniform, ``[low, high + 1)`` for ints."""
+    if param.type == "loguniform":
+        return math.log(param.low), math.log(param.high)
+    if param.type == "int":
+        return float(param.low), float(param.high) + 1.0
+    return float(param.low), float(param.high)
+
+
+def _value_of(param: Param, choice: int) -> Any:
+    """The value option ``choice`` of ``param``'s decision stands for (a bin's centre)."""
+    if param.type == "categorical":
+        return param.choices[choice]
+    if _one_per_value(param):
+        return int(param.low) + choice
+    start, stop = _bin_range(param)
+    centre = start + (choice + 0.5) * (stop - start) / CONTINUOUS_BINS
+    if param.type == "int":
+        return min(int(param.high), max(int(param.low), math.floor(centre)))
+    value = math.exp(centre) if param.type == "loguniform" else centre
+    return min(param.high, max(param.low, value))
+
+
+def _choice_of(param: Param, value: Any) -> int:
+    """The option of ``param``'s decision that ``value`` (a valid value) falls in."""
+    if param.type == "categorical":
+        return next(i for i, c in enumerate(param.choices) if type(c) is type(value) and c == value)
+    if _one_per_value(param):
+        return int(value) - int(param.low)
+    start, stop = _bin_range(param)
+    position = math.log(value) if param.type == "loguniform" else float(value)
+    bin_index = math.floor((position - start) / (stop - start) * CONTINUOUS_BINS)
+    return min(CONTINUOUS_BINS - 1, max(0, bin_index))
 
 
 def _check_conditions(params: Mapping[str, Param]) -> None:
@@ -142,6 +197,35 @@ class HparamsSpace(SearchSpace):
         ``uniform`` is ``Uniform(low, high)``, ``loguniform`` is ``LogUniform(low, high)``.
         """
         return [param.domain() for param in self.params.values()]
+
+    def decisions(self) -> list[Decision]:
+        """One decision per param, parents before children (then spec order).
+
+        ``categorical`` params choose among their choices, ``int`` params among their values
+        (binned into :data:`CONTINUOUS_BINS` when wider than :data:`MAX_INT_CHOICES`),
+        ``uniform`` and ``loguniform`` params among :data:`CONTINUOUS_BINS` bin centres (in
+        log-space for ``loguniform``). A conditional param is always decided and used only when
+        it is active.
+        """
+        return [Decision(name, _decision_size(self.params[name])) for name in self._order]
+
+    def from_decisions(self, choices: Sequence[int]) -> tuple[Genotype, list[bool]]:
+        """The active params' values; a decision is used when its param is active."""
+        checked = check_choices(self.decisions(), choices)
+        values = {
+            name: _value_of(self.params[name], choice)
+            for name, choice in zip(self._order, checked, strict=True)
+        }
+        genotype = self._repair(values, random.Random(0))  # every value given: rng unused
+        return genotype, [name in genotype for name in self._order]
+
+    def to_decisions(self, genotype: Genotype) -> list[int]:
+        """Each active param's option (its bin for continuous ones); inactive params get 0."""
+        self.validate(genotype)
+        return [
+            _choice_of(self.params[name], genotype[name]) if name in genotype else 0
+            for name in self._order
+        ]
 
     def sample(self, rng: random.Random) -> Genotype:
         """Every active param drawn from its domain, parents before children."""

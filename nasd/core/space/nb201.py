@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
+from nasd.core.space.decisions import Decision, check_choices
 from nasd.core.space.domains import Discrete, Domain
 from nasd.core.values import is_int
 from nasd.errors import ConfigError, InvalidGenotype
@@ -185,6 +186,20 @@ class NB201Space(SearchSpace):
     def domains(self) -> list[Domain]:
         """Six ``Discrete(5)``: one op choice per edge, in arch-string order."""
         return [Discrete(len(OPS)) for _ in range(NUM_EDGES)]
+
+    def decisions(self) -> list[Decision]:
+        """One choice of :data:`OPS` per edge, in arch-string order (the NB201 6x5 logits)."""
+        return [Decision(f"ops[{edge}]", len(OPS)) for edge in range(NUM_EDGES)]
+
+    def from_decisions(self, choices: Sequence[int]) -> tuple[Genotype, list[bool]]:
+        """The cell whose edge ``i`` has op ``OPS[choices[i]]``; every decision is used."""
+        checked = check_choices(self.decisions(), choices)
+        return {"ops": [OPS[c] for c in checked]}, [True] * NUM_EDGES
+
+    def to_decisions(self, genotype: Genotype) -> list[int]:
+        """Each edge's index into :data:`OPS`."""
+        self.validate(genotype)
+        return [OPS.index(op) for op in genotype["ops"]]
 
     def sample(self, rng: random.Random) -> Genotype:
         """Each edge's op drawn uniformly and independently."""

@@ -32,13 +32,14 @@ mutation, validation and domains. Pure: no torch here.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
 from nasd.core.space._base import SearchSpace
+from nasd.core.space.decisions import Decision
 from nasd.core.space.domains import Domain
 from nasd.core.space.hparams import HparamsSpace
 from nasd.core.values import is_int
@@ -202,6 +203,19 @@ class UNetSpace(SearchSpace):
         The spec's ``depth``, ``input_size`` and ``channels`` are fixed, not searched.
         """
         return self._hparams.domains()
+
+    def decisions(self) -> list[Decision]:
+        """The seven hyperparameters' decisions (see :meth:`HparamsSpace.decisions`): the five
+        categorical ones, then ``dropout`` and ``lr`` as 8 bins each."""
+        return self._hparams.decisions()
+
+    def from_decisions(self, choices: Sequence[int]) -> tuple[Genotype, list[bool]]:
+        """The genotype the seven choices describe; every decision is used."""
+        return self._hparams.from_decisions(choices)
+
+    def to_decisions(self, genotype: Genotype) -> list[int]:
+        """The seven choices that describe ``genotype`` (its bins for dropout and lr)."""
+        return self._hparams.to_decisions(genotype)
 
     def sample(self, rng: random.Random) -> Genotype:
         """Each of the seven hyperparameters drawn uniformly from its domain."""

@@ -17,6 +17,9 @@ from nasd.core.space._base import SearchSpace
 from nasd.core.strategy._base import Candidate, Strategy
 from nasd.core.strategy.aging_evolution import AgingEvolution
 from nasd.core.strategy.random_search import RandomSearch
+from nasd.core.strategy.reinforce import Reinforce
+from nasd.core.strategy.reinforce_factorized import ReinforceFactorized
+from nasd.core.strategy.tournament import Tournament
 from nasd.errors import ConfigError
 
 __all__ = [
@@ -24,13 +27,19 @@ __all__ = [
     "AgingEvolution",
     "Candidate",
     "RandomSearch",
+    "Reinforce",
+    "ReinforceFactorized",
     "Strategy",
+    "Tournament",
     "build_strategy",
 ]
 
 STRATEGIES: dict[str, type[Strategy]] = {
     RandomSearch.name: RandomSearch,
     AgingEvolution.name: AgingEvolution,
+    Reinforce.name: Reinforce,
+    ReinforceFactorized.name: ReinforceFactorized,
+    Tournament.name: Tournament,
 }
 """Every registered strategy by its config name; the contract tests run each one."""
 
