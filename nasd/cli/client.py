@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from types import TracebackType
 from typing import Any
@@ -81,6 +82,8 @@ class DaemonSession:
             clean_session=True,
             timeout=timeout,
             logger=PAHO_LOG,
+            # Small request/response exchanges otherwise wait ~40 ms on Nagle + delayed ACK.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def __aenter__(self) -> DaemonSession:

@@ -98,10 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "agent-credentials", help="create and manage agents' broker users (Mosquitto)"
     )
     _add_credentials_arguments(credentials)
-    bench = sub.add_parser("bench", help="measurements of nasd's claims (simulated, no daemon)")
+    bench = sub.add_parser("bench", help="measurements of nasd's claims")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     _add_bench_scheduling_arguments(
         benches.add_parser("scheduling", help="SHADHO vs spread vs first-free on a simulated pool")
+    )
+    _add_bench_nb201_arguments(
+        benches.add_parser("nb201", help="strategies against NAS-Bench-201 via the real daemon")
     )
     return parser
 
@@ -112,7 +115,17 @@ def _add_bench_scheduling_arguments(parser: argparse.ArgumentParser) -> None:
     scheduling.add_arguments(parser)
 
 
+def _add_bench_nb201_arguments(parser: argparse.ArgumentParser) -> None:
+    from nasd.bench import nb201
+
+    nb201.add_arguments(parser)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "nb201":
+        from nasd.bench import nb201
+
+        return nb201.run(args)
     from nasd.bench import scheduling
 
     return scheduling.run(args)
