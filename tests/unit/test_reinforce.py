@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nasd.core.events import Genotype, SlotsOpen, TrialFailed, TrialSucceeded
-from nasd.core.space import SPACES, CnnSpace, build_space
+from nasd.core.space import SPACES, CnnSpace, build_space, cnn_decisions
 from nasd.core.space._base import SearchSpace
 from nasd.core.space.decisions import Decision, check_decisions
 from nasd.core.space.domains import Discrete, Domain
@@ -113,7 +113,7 @@ def test_cnn_decisions_follow_the_domains_and_mark_unused_layers() -> None:
     assert [d.anchor for d in decisions if d.anchor is not None] == list(range(6))
     genotype, used = space.from_decisions([1] + [0] * (len(decisions) - 1))
     assert len(genotype["layers"]) == 2
-    assert used == [True] + [space._decision_layer(d) < 2 for d in decisions[1:]]
+    assert used == [True] + [cnn_decisions.layer_of(d) < 2 for d in decisions[1:]]
 
 
 def test_hparams_bins_and_conditions() -> None:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nasd.core.events import Genotype
+from nasd.core.space import cnn_decisions
 from nasd.core.space._base import SearchSpace
 from nasd.core.space.cnn_mutation import mutate_layers
-from nasd.core.space.decisions import Decision, check_choices
+from nasd.core.space.decisions import Decision
 from nasd.core.space.domains import Discrete, Domain
 from nasd.core.values import is_int
 from nasd.errors import ConfigError, InvalidGenotype
@@ -221,70 +222,20 @@ class CnnSpace(SearchSpace):
                 domains += [Discrete(2)] * max(0, i - 1)
         return domains
 
-    # -- decisions (policy-gradient controllers) -----------------------------------------------
+    # -- decisions (policy-gradient controllers; see nasd.core.space.cnn_decisions) ------------
 
     def decisions(self) -> list[Decision]:
-        """The depth, then per possible layer its genes and skips, in :meth:`domains` order.
-
-        ``depth`` (``max_layers - min_layers + 1`` options); then for layer ``i``: ``kernel``,
-        ``filters``, ``stride`` and ``pool`` (the pool completes the layer: its anchor), and when
-        ``skips`` is on one binary decision per source ``j <= i - 2`` (Zoph & Le's anchor points).
-        """
-        decisions = [Decision("depth", self.max_layers - self.min_layers + 1)]
-        for i in range(self.max_layers):
-            for key, choices in self._genes.items():
-                anchor = i if key == "pool" else None
-                decisions.append(Decision(f"layers[{i}].{key}", len(choices), anchor=anchor))
-            if self.skips:
-                decisions += [
-                    Decision(f"layers[{i}].skips[{j}]", 2, skip=(i, j)) for j in range(i - 1)
-                ]
-        return decisions
+        """The depth, then per possible layer its genes and skips, in :meth:`domains` order."""
+        return cnn_decisions.decisions(self._genes, self.min_layers, self.max_layers, self.skips)
 
     def from_decisions(self, choices: Sequence[int]) -> tuple[Genotype, list[bool]]:
         """The network of the chosen depth; decisions of layers beyond it are unused."""
-        decisions = self.decisions()
-        checked = check_choices(decisions, choices)
-        depth = self.min_layers + checked[0]
-        layers: list[dict[str, Any]] = [{"skips": []} for _ in range(depth)]
-        used = [True]
-        for decision, choice in zip(decisions[1:], checked[1:], strict=True):
-            layer_index = self._decision_layer(decision)
-            used.append(layer_index < depth)
-            if layer_index >= depth:
-                continue
-            layer = layers[layer_index]
-            if decision.skip is not None:
-                if choice == 1:
-                    layer["skips"].append(decision.skip[1])
-            else:
-                gene = decision.key.rsplit(".", 1)[1]
-                layer[gene] = self._genes[gene][choice]
-        ordered = [
-            {**{k: layer[k] for k in self._genes}, "skips": layer["skips"]} for layer in layers
-        ]
-        return {"layers": ordered}, used
-
-    @staticmethod
-    def _decision_layer(decision: Decision) -> int:
-        """The layer index in a ``layers[<i>]...`` decision key."""
-        return int(decision.key[len("layers[") : decision.key.index("]")])
+        return cnn_decisions.from_decisions(self._genes, self.min_layers, self.decisions(), choices)
 
     def to_decisions(self, genotype: Genotype) -> list[int]:
         """The choices that describe ``genotype``; layers beyond its depth get 0s."""
         self.validate(genotype)
-        layers = genotype["layers"]
-        choices = [len(layers) - self.min_layers]
-        for decision in self.decisions()[1:]:
-            i = self._decision_layer(decision)
-            if i >= len(layers):
-                choices.append(0)
-            elif decision.skip is not None:
-                choices.append(int(decision.skip[1] in layers[i]["skips"]))
-            else:
-                gene = decision.key.rsplit(".", 1)[1]
-                choices.append(self._genes[gene].index(layers[i][gene]))
-        return choices
+        return cnn_decisions.to_decisions(self._genes, self.min_layers, self.decisions(), genotype)
 
     # -- genotypes -----------------------------------------------------------------------------
 
