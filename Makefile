@@ -2,8 +2,10 @@
 # Mosquitto if missing, then lints, type-checks and runs the whole test suite (slow tests too).
 #
 #   make venv       create $(VENV) and install nasd with the agent and dev extras
+#   make venv-run   create $(VENV) and install only what running needs (nasd and its agent extra)
 #   make mosquitto  install Mosquitto from apt if it is missing (the tests start their own)
-#   make run        a first try: embedded broker, daemon and local agents (ARGS=... passes flags)
+#   make run        a first try: embedded broker, daemon and local agents (ARGS=... passes flags);
+#                   installs only what running needs (no pytest, mypy, ruff, optuna, hypothesis)
 #   make test       lint + mypy + the whole pytest suite (PYTEST_ARGS=... passes flags)
 #   make lint       ruff check, ruff format --check, mypy
 #   make fmt        ruff format + ruff check --fix
@@ -13,7 +15,7 @@
 PY ?= python3
 VENV ?= .venv
 # The test environment pins the CPU wheel of torch (pip finds it on this machine's disk; on a
-# bare PyPI it would pull a CUDA build). A GPU user installs their own torch before `make venv`,
+# bare PyPI it would pull a CUDA build). A GPU user installs their own torch before `make run`,
 # or sets TORCH= (empty) to keep whatever torch the venv already has.
 TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
@@ -22,21 +24,30 @@ PYTEST_ARGS ?=
 
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
-STAMP := $(VENV)/.installed
+# Two stamps: what running needs, and the dev extras on top. `make run` after `make test`
+# installs nothing; `make test` after `make run` adds only the dev extras.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 SOURCES := nasd agents tests benchmarks
 
-.PHONY: venv install mosquitto run test lint fmt bench clean distclean
+.PHONY: venv venv-run install mosquitto run test lint fmt bench clean distclean
 
-venv: $(STAMP)
+venv: $(DEV_STAMP)
+
+venv-run: $(RUN_STAMP)
 
 install: venv
 
 $(PYTHON):
 	$(PY) -m venv $(VENV)
 
-# Re-install only when the project's metadata changes; the stamp keeps repeated runs fast.
-$(STAMP): pyproject.toml | $(PYTHON)
+# Re-install only when the project's metadata changes; the stamps keep repeated runs fast.
+$(RUN_STAMP): pyproject.toml | $(PYTHON)
 	$(if $(strip $(TORCH)),$(PIP) install $(TORCH_PIP_ARGS) '$(TORCH)')
+	$(PIP) install -e '.[agent]'
+	touch $@
+
+$(DEV_STAMP): $(RUN_STAMP)
 	$(PIP) install -e '.[agent,dev]'
 	touch $@
 
@@ -56,7 +67,7 @@ mosquitto:
 			mosquitto mosquitto-clients; \
 	fi
 
-run: venv
+run: venv-run
 	$(VENV)/bin/nasd run examples/mnist1d.toml $(ARGS)
 
 test: venv mosquitto

@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--db", type=Path, default=None, help="database (default: runs/<experiment name>.db)"
     )
-    run.add_argument("--fresh", action="store_true", help="delete the database and start over")
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="move the previous run (database, logs, checkpoints) aside to "
+        "<db dir>/<name>.old-<time>/ and start over",
+    )
     run.add_argument("--budget", type=int, default=None, help="override the number of evaluations")
     run.add_argument("--agents", type=int, default=2, help="local agents to start (default: 2)")
 
@@ -223,7 +228,7 @@ def _control(args: argparse.Namespace, command: str, payload: dict[str, Any]) ->
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from nasd.aio import run
-    from nasd.cli.runner import RunOptions, default_db, run_local
+    from nasd.cli.runner import RunOptions, default_db, run_local, start_fresh
     from nasd.config import load_experiments
     from nasd.logs import configure
 
@@ -232,7 +237,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configs = load_experiments(args.experiment, budget=args.budget)
     if not 1 <= args.agents <= 64:
         raise ConfigError(f"--agents must be between 1 and 64, got {args.agents}")
-    options = RunOptions(tuple(configs), args.db or default_db(configs), args.agents, args.fresh)
+    options = start_fresh(  # before the log opens: a fresh start moves the old folder aside
+        RunOptions(tuple(configs), args.db or default_db(configs), args.agents, args.fresh)
+    )
     run_dir = options.db.parent / options.name
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = (run_dir / "daemon.log").open("a")
@@ -266,13 +273,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    """Submit every experiment of the file (one per model), each answered on its own line."""
+    """Submit every experiment of the file (one per model), each answered on its own line,
+    saying what a resubmission changed (``exp: budget 40 -> 60: reopened (running)``)."""
+    from nasd.cli import report
     from nasd.config import load_experiments
 
     for config in load_experiments(args.experiment):
         result = _control(args, "submit", {"config": config.to_dict()})
-        verb = "submitted" if result["created"] else "already present"
-        print(f"{result['experiment']}: {verb} ({result['status']})", flush=True)
+        print(report.submit_line(result), flush=True)
     return 0
 
 
@@ -302,7 +310,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
-        print(report.status_table(data))
+        print(report.status_table(data, broker=args.broker))
     return 0
 
 
@@ -341,6 +349,7 @@ _HANDLERS = {
     "broker": _cmd_broker,
     "backup": ops.cmd_backup,
     "restore": ops.cmd_restore,
+    "example": ops.cmd_example,
     "doctor": _cmd_doctor,
     "agent-credentials": _cmd_agent_credentials,
 }

@@ -14,14 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from nasd.core.space import SearchSpace
+from nasd.errors import InvalidGenotype
 from nasd.store.queries import EXPORT_COLUMNS
 
 __all__ = [
     "METRIC_PREFIX",
+    "NOTATION_LEGENDS",
     "best_summary",
     "group_best_summary",
     "scheduling_lines",
     "status_table",
+    "submit_line",
     "write_export",
 ]
 
@@ -29,8 +32,13 @@ __all__ = [
 MAX_DETAIL_SHOWN = 80
 """Characters of a refused input's last detail shown by ``nasd status``."""
 
+ATTACH_HINT = "no agent online: attach one with `nasd-agent --broker {broker} --name NAME`"
+"""What ``nasd status`` says when no agent is online (``{broker}``: the URL, or ``URL``)."""
 
-def status_table(data: Mapping[str, Any], now: float | None = None) -> str:
+
+def status_table(
+    data: Mapping[str, Any], now: float | None = None, *, broker: str | None = None
+) -> str:
     """The experiments table, a blank line, the agents table, the scheduler's view (if the status
     has one) and, if any, the refused inputs.
 
@@ -39,7 +47,9 @@ def status_table(data: Mapping[str, Any], now: float | None = None) -> str:
     how long and why. Refused inputs (``security.*`` events, :mod:`nasd.engine.security`) are
     counted per kind, with the last sender and detail. ``data["scheduling"]`` (absent for older
     databases and daemons) adds the compute classes and each experiment's complexity, priority
-    and assigned classes (:func:`scheduling_lines`).
+    and assigned classes (:func:`scheduling_lines`). With no agent online, a line under the
+    agents table says how to attach one (``broker``: the URL to show in it, when known), as a new
+    user otherwise sees an empty table and a search that never starts.
     """
     now = time.time() if now is None else now
     lines = [
@@ -71,6 +81,8 @@ def status_table(data: Mapping[str, Any], now: float | None = None) -> str:
             f"{'yes' if a['busy'] else 'no':<5} {a['slots']:>5}  {a['device'] or '-'!s:<13} "
             f"{jobs}"
         )
+    if not any(a.get("online") for a in data["agents"]):
+        lines.append(ATTACH_HINT.format(broker=broker or "URL"))
     lines += scheduling_lines(data.get("scheduling"), [e["name"] for e in data["experiments"]])
     refused = data.get("security") or {}
     if refused:
@@ -144,20 +156,35 @@ def _quarantine(agent: Mapping[str, Any], now: float) -> str:
     return f"quarantined {minutes} min: {expired}"
 
 
+NOTATION_LEGENDS: dict[str, str] = {
+    "cnn": (
+        "legend: one group per layer, first is layer 0; k kernel size, f filters, s stride, "
+        "then pooling (none, max, avg); +j: also takes layer j's output (a skip)"
+    ),
+}
+"""Per space kind, the one line that explains its compact ``architecture:`` form."""
+
+
 def best_summary(experiment: str, best: Mapping[str, Any], space: SearchSpace | None = None) -> str:
     """The best trial: its metric, architecture, every metric and its checkpoint.
 
     ``best`` is what :func:`nasd.store.queries.best_trial` returns. With the experiment's
-    ``space``, the architecture is also described in words and its parameter count filled in
-    when the trainer did not report one. ``nasd best`` and the end of ``nasd run`` both print this.
+    ``space``, the architecture is also described in its compact form (with a legend line for the
+    kinds in :data:`NOTATION_LEGENDS`, as the notation is not obvious) and its parameter count
+    filled in when the trainer did not report one; a genotype the space does not accept (a
+    database from another version) is shown as JSON only. ``nasd best`` and the end of ``nasd
+    run`` both print this.
     """
     genotype = best["genotype"]
     metrics = dict(best["metrics"])
     lines = [
         f"{experiment}: best is trial {best['trial_id']}, {best['metric']} = {best['value']:.4f}"
     ]
-    if space is not None:
+    if space is not None and _fits(space, genotype):
         lines.append(f"architecture: {space.describe(genotype)}")
+        legend = NOTATION_LEGENDS.get(space.kind)
+        if legend is not None:
+            lines.append(f"  {legend}")
         params = space.cost(genotype).get("params")
         if "params" not in metrics and params is not None:
             metrics["params"] = float(params)
@@ -168,16 +195,27 @@ def best_summary(experiment: str, best: Mapping[str, Any], space: SearchSpace | 
     return "\n".join(lines)
 
 
+def _fits(space: SearchSpace, genotype: object) -> bool:
+    """Whether ``space`` accepts ``genotype`` (:meth:`SearchSpace.validate` raises otherwise)."""
+    try:
+        space.validate(genotype)
+    except InvalidGenotype:
+        return False
+    return True
+
+
 def group_best_summary(
     group: str,
     bests: Mapping[str, Mapping[str, Any] | None],
     scheduling: Mapping[str, Any] | None = None,
+    spaces: Mapping[str, SearchSpace | None] | None = None,
 ) -> str:
     """``nasd best GROUP``: each model's best trial (:func:`best_summary`), one block per model.
 
     ``bests`` maps each experiment of the group to its best trial (None: none finished yet);
     ``scheduling`` is ``status["scheduling"]["models"]`` where known, adding each model's
-    complexity, priority and compute classes to its block.
+    complexity, priority and compute classes to its block; ``spaces`` (by experiment) adds each
+    model's architecture in words.
     """
     blocks = [f"{group}: {len(bests)} models"]
     for experiment, best in bests.items():
@@ -191,9 +229,29 @@ def group_best_summary(
         if best is None:
             block.append(f"{experiment}: no finished evaluation yet")
         else:
-            block.append(best_summary(experiment, best))
+            block.append(best_summary(experiment, best, (spaces or {}).get(experiment)))
         blocks.append("\n".join(block))
     return "\n\n".join(blocks)
+
+
+def submit_line(result: Mapping[str, Any]) -> str:
+    """``nasd submit``'s line for one experiment: what the daemon did with it.
+
+    ``exp: submitted (running)``, ``exp: already present, unchanged (done)`` or, when only the
+    budget differed, ``exp: budget 40 -> 60: reopened (running)``: extending a finished search
+    is never silent. A daemon that does not say what changed gets ``already present``.
+    """
+    if result.get("created"):
+        what = "submitted"
+    else:
+        changed = result.get("changed")
+        if changed == "unchanged":
+            what = "already present, unchanged"
+        elif isinstance(changed, str) and changed:
+            what = changed
+        else:
+            what = "already present"
+    return f"{result['experiment']}: {what} ({result['status']})"
 
 
 def _number(value: float) -> str:
@@ -217,7 +275,8 @@ def write_export(
     CSV has the fixed columns, then one ``metric.<name>`` column per metric name, sorted, empty
     where a trial has no such metric. Metric names can therefore never replace a fixed column.
     ``leading`` columns (``model`` for a multi-model group) come first in CSV; JSON lines carry
-    them as the rows do.
+    them as the rows do. The genotype is a JSON object in JSON lines and its canonical JSON text
+    in CSV (a cell holds text).
     """
     if fmt == "jsonl":
         for row in rows:
@@ -232,7 +291,14 @@ def write_export(
         metrics = row.get("metrics", {})
         writer.writerow(
             [
-                *(row.get(column) for column in columns),
+                *(_cell(row.get(column)) for column in columns),
                 *(metrics.get(name, "") for name in metric_names),
             ]
         )
+
+
+def _cell(value: object) -> object:
+    """A CSV cell: mappings and lists as canonical JSON text (sorted keys, no spaces)."""
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value

@@ -8,10 +8,13 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nasd.cli.options import db_path
 from nasd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nasd.core.space import SearchSpace
 
 
 def _open(args: argparse.Namespace) -> sqlite3.Connection:
@@ -41,21 +44,37 @@ def cmd_best(args: argparse.Namespace) -> int:
     try:
         members = members_of(conn, args.name, db_path(args))
         bests = {experiment: queries.best_trial(conn, experiment) for experiment in members}
+        spaces = {experiment: space_of(conn, experiment) for experiment in members}
         # A group's models as the scheduler sees them, where the database keeps that view.
         grouped = members != {args.name: None}
         scheduling = queries.status(conn).get("scheduling") if grouped else None
     finally:
         conn.close()
     if grouped:
-        return _print_group_best(args, members, bests, scheduling)
+        return _print_group_best(args, members, bests, scheduling, spaces)
     best = bests[args.name]
     if best is None:
         raise ConfigError(f"experiment {args.name!r} has no finished evaluation yet")
     if args.json:
         print(json.dumps(best, indent=2, sort_keys=True))
     else:
-        print(report.best_summary(args.name, best))
+        print(report.best_summary(args.name, best, spaces[args.name]))
     return 0
+
+
+def space_of(conn: sqlite3.Connection, experiment: str) -> SearchSpace | None:
+    """The search space of ``experiment`` as its stored config describes it, so that ``nasd best``
+    can print the compact architecture form (and its legend); None where it cannot be built
+    (a space kind this installation lacks): the genotype is still printed."""
+    from nasd.core.space import build_space
+
+    row = conn.execute("SELECT config FROM experiments WHERE name = ?", (experiment,)).fetchone()
+    if row is None:
+        return None
+    try:
+        return build_space(json.loads(row[0])["space"])
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _print_group_best(
@@ -63,6 +82,7 @@ def _print_group_best(
     members: dict[str, str | None],
     bests: dict[str, dict[str, Any] | None],
     scheduling: Any,
+    spaces: dict[str, SearchSpace | None],
 ) -> int:
     """``nasd best GROUP``: each model's best, with its complexity, priority and classes."""
     from nasd.cli import report
@@ -82,7 +102,7 @@ def _print_group_best(
         ]
         print(json.dumps({"group": args.name, "models": group}, indent=2, sort_keys=True))
     else:
-        print(report.group_best_summary(args.name, bests, models))
+        print(report.group_best_summary(args.name, bests, models, spaces))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 Everything a run writes lives beside its database: ``<db dir>/<experiment>/`` holds the daemon and
 agent logs, the agents' spools and the checkpoints. Running the same command again resumes the
-experiment from its database; ``--fresh`` deletes the database first. A multi-model file runs
+experiment from its database, and running it once the search is complete shows its best result
+and the next steps again. ``--fresh`` moves the previous run aside first: its database, logs,
+spools and checkpoints go to ``<db dir>/<experiment>.old-<timestamp>/``. A multi-model file runs
 every model (one experiment each) in the same daemon and ends when all of them are complete;
 ``<experiment>`` is then the file's own experiment name (the models' group).
 """
@@ -15,8 +17,9 @@ import importlib
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,11 +55,49 @@ def run_name(configs: Sequence[ExperimentConfig]) -> str:
     return configs[0].group or configs[0].name
 
 
-def delete_database(db: Path) -> None:
-    """Remove a database and its WAL files (``--fresh``)."""
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{db}{suffix}").unlink()
+def set_aside(db: Path, run_dir: Path, stamp: str | None = None) -> Path | None:
+    """Move a previous run out of the way (``--fresh``); the folder it went to, None if none.
+
+    The run folder (logs, spools, checkpoints) is renamed to ``<name>.old-<stamp>`` beside it and
+    the database with its WAL files moved into that folder, so that nothing of the old run is
+    lost, appended to or mistaken for the new run's. ``stamp`` defaults to the local time.
+    """
+    moved = [Path(f"{db}{suffix}") for suffix in ("", "-wal", "-shm")]
+    moved = [path for path in moved if path.exists()]
+    if not moved and not run_dir.exists():
+        return None
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
+    count = 1
+    while aside.exists():  # two fresh starts within a second
+        count += 1
+        aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}-{count}")
+    if run_dir.exists():
+        run_dir.rename(aside)
+    else:
+        aside.mkdir(parents=True)
+    for path in moved:
+        path.rename(aside / path.name)
+    return aside
+
+
+def start_fresh(options: RunOptions, out: IO[str] = sys.stdout) -> RunOptions:
+    """Set the previous run aside when ``--fresh`` asks, saying where; the options to run with.
+
+    The returned options no longer ask for ``--fresh``: a caller that opens the run's log files
+    itself (``nasd run``) calls this first, so that they land in the new run's folder.
+    """
+    if not options.fresh:
+        return options
+    aside = set_aside(options.db, options.db.parent / options.name)
+    if aside is not None:
+        print(
+            f"{options.name}: --fresh: the previous run (database, logs, checkpoints)"
+            f" moved to {aside}",
+            file=out,
+            flush=True,
+        )
+    return replace(options, fresh=False)
 
 
 async def _spawn_agent(
@@ -122,8 +163,7 @@ class RunOutcome:
 async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcome:
     """Run every experiment to completion (or Ctrl-C); return their best trials."""
     configs = list(options.configs)
-    if options.fresh:
-        delete_database(options.db)
+    options = start_fresh(options, out)
     run_dir = options.db.parent / options.name
     run_dir.mkdir(parents=True, exist_ok=True)
     if all(_already_complete(options.db, config) for config in configs):
@@ -131,6 +171,7 @@ async def run_local(options: RunOptions, out: IO[str] = sys.stdout) -> RunOutcom
             f"{options.name}: already complete in {options.db} (use --fresh to start over)",
             file=out,
         )
+        ProgressView(configs, options.db, out).finish(False, complete_before=True)
         outcome = RunOutcome(_bests(options.db, configs))
         write_figures(configs, outcome.bests, out, missing_only=True)
         return outcome

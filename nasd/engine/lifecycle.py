@@ -78,7 +78,9 @@ class Experiments(Mapping[str, ExperimentRuntime]):
         """Create an experiment.
 
         Resubmitting the same config is a no-op; resubmitting it with another budget changes the
-        budget (a finished search can be extended); any other difference is refused. With
+        budget (a finished search can be extended); any other difference is refused. The reply's
+        ``changed`` says what a resubmission did, in words for the CLI to print (``"unchanged"``,
+        ``"budget 40 -> 60: reopened"``), so that extending a search is never silent. With
         ``check_trainer`` a new experiment whose trainer no online agent offers is refused
         (counted as ``trainer_not_offered``): every trial would wait, or fail on an agent that
         cannot load it (defect 11 of issue 6).
@@ -95,7 +97,12 @@ class Experiments(Mapping[str, ExperimentRuntime]):
                     f"experiment {config.name!r} already exists with a different config; "
                     "choose another [experiment].name"
                 )
-            return {"experiment": config.name, "created": False, "status": existing.status.value}
+            return {
+                "experiment": config.name,
+                "created": False,
+                "status": existing.status.value,
+                "changed": "unchanged",
+            }
         runtime = ExperimentRuntime.create(config)
         self._runtimes[config.name] = runtime
         repo.insert_experiment(conn, config.name, config.to_json(), runtime.status, now)
@@ -141,15 +148,28 @@ class Experiments(Mapping[str, ExperimentRuntime]):
                 f"experiment {config.name!r} already has {runtime.next_trial_id} trials; "
                 f"its budget cannot go down to {config.budget}"
             )
+        old_budget = runtime.config.budget
         runtime.config = config
         runtime.waiting = False
         repo.set_experiment_config(conn, config.name, config.to_json())
         repo.append_event(conn, config.name, "budget_changed", {"budget": config.budget}, now)
+        changed = f"budget {old_budget} -> {config.budget}"
         if runtime.status is ExperimentStatus.DONE and not runtime.complete:
             runtime.status = ExperimentStatus.RUNNING
             repo.set_experiment_status(conn, config.name, runtime.status)
-        log.info("experiment.budget_changed", experiment=config.name, budget=config.budget)
-        return {"experiment": config.name, "created": False, "status": runtime.status.value}
+            changed += ": reopened"
+        log.info(
+            "experiment.budget_changed",
+            experiment=config.name,
+            budget=config.budget,
+            previous=old_budget,
+        )
+        return {
+            "experiment": config.name,
+            "created": False,
+            "status": runtime.status.value,
+            "changed": changed,
+        }
 
     def pause(self, conn: sqlite3.Connection, name: object, now: float) -> dict[str, Any]:
         """Stop proposing and assigning new trials; running ones finish."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from nasd.core.objective import BestSoFar, Objective
@@ -240,8 +241,22 @@ EXPORT_COLUMNS = (
     "parent_id",
     "started_at",
     "finished_at",
+    "started_at_iso",
+    "finished_at_iso",
     "error",
 )
+"""The fixed columns of ``nasd export``. Times come twice: epoch seconds (``started_at``, easy to
+subtract) and ISO-8601 in UTC (``started_at_iso``, easy to read); both are None when unset."""
+
+_INTEGER_COLUMNS = ("trial_id", "attempts", "parent_id")
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """``epoch`` seconds as ISO-8601 in UTC to the millisecond (``2026-12-02T14:56:39.123Z``)."""
+    if epoch is None:
+        return None
+    moment = datetime.fromtimestamp(float(epoch), tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def export_rows(conn: sqlite3.Connection, experiment: str) -> Iterator[dict[str, Any]]:
@@ -249,7 +264,9 @@ def export_rows(conn: sqlite3.Connection, experiment: str) -> Iterator[dict[str,
 
     Metrics stay in their own namespace: a trainer may name a metric ``status`` or ``trial_id``
     and it must not replace those columns (:func:`nasd.cli.report.write_export` flattens them as
-    ``metric.<name>`` for CSV). A trial without a result has ``metrics == {}``.
+    ``metric.<name>`` for CSV). A trial without a result has ``metrics == {}``. The genotype is
+    the decoded mapping (a JSON object in JSON lines, not a string inside JSON); ``trial_id``,
+    ``attempts`` and ``parent_id`` are ints (or None).
     """
     for row in conn.execute(
         "SELECT t.trial_id, t.genotype, t.status, COALESCE(r.agent, t.agent), t.attempts,"
@@ -258,6 +275,24 @@ def export_rows(conn: sqlite3.Connection, experiment: str) -> Iterator[dict[str,
         " WHERE t.experiment = ? ORDER BY t.trial_id",
         (experiment,),
     ):
-        record: dict[str, Any] = dict(zip(EXPORT_COLUMNS, row[:-1], strict=True))
+        (trial_id, genotype, status_, agent, attempts, parent_id, started, finished, error) = row[
+            :-1
+        ]
+        record: dict[str, Any] = {
+            "trial_id": trial_id,
+            "genotype": json.loads(genotype),
+            "status": status_,
+            "agent": agent,
+            "attempts": attempts,
+            "parent_id": parent_id,
+            "started_at": started,
+            "finished_at": finished,
+            "started_at_iso": iso_time(started),
+            "finished_at_iso": iso_time(finished),
+            "error": error,
+        }
+        for column in _INTEGER_COLUMNS:
+            if record[column] is not None:
+                record[column] = int(record[column])
         record["metrics"] = json.loads(row[-1]) if row[-1] else {}
         yield record

@@ -67,6 +67,7 @@ def test_metric_names_never_replace_the_fixed_columns_in_csv(tmp_path: Path) -> 
         "succeeded",
         {"ops": [0]},
     )
+    assert done["genotype"] == '{"ops":[0]}'  # canonical JSON text: CSV cells are text
     assert (done["metric.trial_id"], done["metric.status"], done["metric.genotype"]) == (
         "999.0",
         "7.0",
@@ -80,14 +81,26 @@ def test_metric_names_never_replace_the_fixed_columns_in_jsonl(tmp_path: Path) -
     out = io.StringIO()
     write_export(rows, out, "jsonl")
     done, pending = (json.loads(line) for line in out.getvalue().splitlines())
-    assert (done["trial_id"], done["status"], json.loads(done["genotype"])) == (
-        0,
-        "succeeded",
-        {"ops": [0]},
-    )
+    # The genotype is a JSON object, not a string holding JSON.
+    assert (done["trial_id"], done["status"], done["genotype"]) == (0, "succeeded", {"ops": [0]})
     assert done["metrics"] == HOSTILE
     assert set(done) == {*EXPORT_COLUMNS, "metrics"}
     assert (pending["status"], pending["metrics"]) == ("pending", {})
+
+
+def test_export_has_integers_and_iso_8601_times_next_to_epoch_seconds(tmp_path: Path) -> None:
+    """Issue 10: ints stay ints, and every time is given as epoch seconds and as ISO-8601 UTC."""
+    done, pending = _rows(_database(tmp_path / "n.db", 2))
+    for column in ("trial_id", "attempts"):
+        assert type(done[column]) is int and type(pending[column]) is int
+    assert done["parent_id"] is None
+    assert (done["started_at"], done["started_at_iso"]) == (2.0, "1970-01-01T00:00:02.000Z")
+    assert (done["finished_at"], done["finished_at_iso"]) == (3.0, "1970-01-01T00:00:03.000Z")
+    assert (pending["started_at_iso"], pending["finished_at_iso"]) == (None, None)
+    assert queries.iso_time(1796223399.5) == "2026-12-02T14:56:39.500Z"
+    line = io.StringIO()
+    write_export([done], line, "jsonl")
+    assert '"trial_id": 0}' in line.getvalue() and '"attempts": 0,' in line.getvalue()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])

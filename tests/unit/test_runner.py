@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +186,86 @@ def test_a_multi_model_file_runs_every_model_to_completion(tmp_path: Path) -> No
         assert f"{name}: best is trial {best['trial_id']}" in text
     assert (tmp_path / "grp" / "daemon.log").parent.is_dir()  # the group's run folder
 
+    # The progress line while the agent starts, then the latest result (plain lines: no tty).
+    assert "| starting 1 local agent… |" in text and "agents busy 0/0" not in text
+    assert "| latest " in text
+    assert "next: nasd best grp --db" in text and "nasd export grp --db" in text
+
+    # Run again: nothing to do, but the best results and the next steps are shown again.
     again = io.StringIO()
     assert asyncio.run(runner.run_local(options, again)).bests == outcome.bests
-    assert "grp: already complete" in again.getvalue()
+    shown = again.getvalue()
+    assert "grp: already complete" in shown
+    for name, best in outcome.bests.items():
+        assert best is not None
+        assert f"{name}: best is trial {best['trial_id']}" in shown
+        assert f"{name}: done: " in shown  # no elapsed time: this run did nothing
+    assert f"nasd best grp --db {tmp_path / 'g.db'}" in shown
+    assert f"nasd export grp --db {tmp_path / 'g.db'} -o grp.csv" in shown
+    assert "starting" not in shown  # no agent was started
+
+    # --fresh: the finished run (database, logs, checkpoints) is moved aside, then run anew.
+    (tmp_path / "grp" / "daemon.log").write_text("old log\n")
+    fresh = io.StringIO()
+    rerun = runner.RunOptions(configs, tmp_path / "g.db", agents=1, fresh=True)
+    assert asyncio.run(runner.run_local(rerun, fresh)).found
+    (aside,) = tmp_path.glob("grp.old-*")
+    assert f"grp: --fresh: the previous run (database, logs, checkpoints) moved to {aside}" in (
+        fresh.getvalue()
+    )
+    assert (aside / "daemon.log").read_text() == "old log\n"
+    assert (aside / "g.db").is_file() and (aside / "agent-0.log").is_file()
+    assert not (tmp_path / "grp" / "daemon.log").exists()  # the new run's folder starts empty
+    assert (tmp_path / "grp" / "agent-0.log").is_file()
+    assert "already complete" not in fresh.getvalue()
+    assert "[   3/3]" in fresh.getvalue()
+
+
+def test_set_aside_moves_the_database_and_the_run_folder_together(tmp_path: Path) -> None:
+    db, run_dir = tmp_path / "x.db", tmp_path / "x"
+    assert runner.set_aside(db, run_dir) is None  # nothing to move: a first run
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "t1.pt").write_bytes(b"ckpt")
+    (run_dir / "daemon.log").write_text("log")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").write_bytes(b"db")
+    aside = runner.set_aside(db, run_dir, stamp="20260101-120000")
+    assert aside == tmp_path / "x.old-20260101-120000"
+    assert sorted(p.name for p in aside.iterdir()) == [
+        "checkpoints",
+        "daemon.log",
+        "x.db",
+        "x.db-shm",
+        "x.db-wal",
+    ]
+    assert (aside / "checkpoints" / "t1.pt").read_bytes() == b"ckpt"
+    assert not db.exists() and not run_dir.exists()
+    # A database without a run folder, set aside twice in the same second: a second folder.
+    db.write_bytes(b"db2")
+    again = runner.set_aside(db, run_dir, stamp="20260101-120000")
+    assert again == tmp_path / "x.old-20260101-120000-2"
+    assert (again / "x.db").read_bytes() == b"db2" and (aside / "x.db").read_bytes() == b"db"
+
+
+def test_start_fresh_says_where_the_old_run_went_and_clears_the_flag(tmp_path: Path) -> None:
+    configs = tuple(load_experiments(EXAMPLE))
+    options = runner.RunOptions(configs, tmp_path / "d.db", fresh=True)
+    out = io.StringIO()
+    assert runner.start_fresh(options, out) == runner.RunOptions(configs, tmp_path / "d.db")
+    assert out.getvalue() == ""  # nothing was there
+    (tmp_path / "d.db").write_bytes(b"db")
+    (tmp_path / "digits-cnn").mkdir()
+    assert not runner.start_fresh(options, out).fresh
+    (aside,) = tmp_path.glob("digits-cnn.old-*")
+    assert out.getvalue().strip() == (
+        f"digits-cnn: --fresh: the previous run (database, logs, checkpoints) moved to {aside}"
+    )
+    assert (aside / "d.db").read_bytes() == b"db"
+    # Without --fresh nothing moves.
+    (tmp_path / "d.db").write_bytes(b"db")
+    unchanged = replace(options, fresh=False)
+    assert runner.start_fresh(unchanged, out) is unchanged
+    assert (tmp_path / "d.db").exists()
 
 
 class FigureModule:
