@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from agents.trainers._base import TrainContext, TrainRequest, TrainResult
 from agents.trainers.common import Hyper, fit
-from agents.trainers.datasets import load_mnist1d
+from agents.trainers.mnist1d import load_data
 
 DEFAULTS = Hyper(epochs=10, lr=0.005, weight_decay=0.0, batch_size=64, optimizer="adamw", shift=0)
 """A short proxy that ranks cells, not a converged training. Measured on one CPU thread (4 leaves,
@@ -33,9 +33,4 @@ cells, so retrain the best cell longer (``epochs``) before comparing it with the
 
 def train(request: TrainRequest, context: TrainContext) -> TrainResult:
     """Train the genotype's recurrent cell on MNIST-1D as a sequence; metrics as ``fit``'s."""
-    data = load_mnist1d(
-        int(request.options.get("split_seed", 0)),
-        float(request.options.get("val_fraction", 0.1)),
-        request.device,
-    )
-    return fit(request, context, data, DEFAULTS)
+    return fit(request, context, load_data(request), DEFAULTS)

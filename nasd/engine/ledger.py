@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nasd.core.scheduler import AgentCapacity, LeaseClock
+from nasd.core.scheduler import LeaseClock
 from nasd.engine.records import AgentRecord, LiveTrial, TrialStatus
 
 
@@ -87,15 +87,6 @@ class Ledger:
         if record is not None and record.leases:
             raise ValueError(f"agent {name} still holds leases")
         self._agents.pop(name, None)
-
-    def capacities(self, now: float) -> list[AgentCapacity]:
-        """What the scheduler needs to know about every agent with a free credit at ``now``."""
-        out = []
-        for a in self._agents.values():
-            free = a.free_at(now)
-            if free:
-                out.append(AgentCapacity(a.name, free, a.throughput, a.trainers))
-        return out
 
     def online_trainers(self) -> frozenset[str]:
         """Every trainer some online agent offers (quarantined or busy ones included)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -126,8 +126,3 @@ class Placement:
                 for v in views
             },
         }
-
-
-def agent_classes(summary: Mapping[str, Any]) -> dict[str, str]:
-    """Agent name -> class, from a stored :meth:`Placement.summary`."""
-    return {agent: c["name"] for c in summary.get("classes", []) for agent in c.get("agents", [])}

@@ -137,8 +137,9 @@ class Sizing:
         """A job finished on ``agent``: calibrate the scale of duration estimates (seconds per
         unit of FLOPs over speed) with the training time the agent ``reported`` or, without
         one, the time since its lease began here."""
-        started = self._started.get(trial.job_id)
-        seconds = reported if reported is not None else None if started is None else now - started
+        seconds = reported
+        if seconds is None and trial.job_id in self._started:
+            seconds = now - self._started[trial.job_id]
         flops = self.demand(trial).flops
         speed = self._speed(agent)
         if seconds is not None and seconds > 0 and flops > 0 and speed > 0:

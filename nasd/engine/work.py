@@ -130,11 +130,6 @@ class Planner:
             self._admit(conn, exp, ids, candidates, now)
             exp.waiting = len(candidates) < offer
 
-    def _trainer_of(self, job_id: str) -> str:
-        trial = self._ledger.get(job_id)
-        assert trial is not None  # pending ids are live trials (ledger invariant)
-        return self._experiments[trial.experiment].config.trainer
-
     def _admit(
         self,
         conn: sqlite3.Connection,

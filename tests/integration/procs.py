@@ -45,15 +45,20 @@ __all__ = [
 ]
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``nasd ARGS`` to completion (60 s at most) and capture its output."""
+def cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``nasd ARGS`` to completion (``timeout`` s at most) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "nasd.cli", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 

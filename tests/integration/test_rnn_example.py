@@ -9,12 +9,11 @@ The copy names the trainer by its import path (``agents.trainers.mnist1d_seq:tra
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 from tests.harness import ROOT, python_env, query
+from tests.integration import procs
 
 TRAINER = "agents.trainers.mnist1d_seq:train"
 
@@ -35,14 +34,14 @@ def tiny_copy(tmp_path: Path) -> Path:
 
 def test_the_rnn_example_searches_cells_end_to_end(tmp_path: Path) -> None:
     db = tmp_path / "rnn.db"
-    run = subprocess.run(
-        [sys.executable, "-m", "nasd.cli", "run", str(tiny_copy(tmp_path)), "--db", str(db)],
-        cwd=tmp_path,
+    run = procs.cli(
+        "run",
+        str(tiny_copy(tmp_path)),
+        "--db",
+        str(db),
         env=python_env(),
-        capture_output=True,
-        text=True,
+        cwd=tmp_path,
         timeout=300,
-        check=False,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     trials = query(db, "SELECT genotype, status FROM trials WHERE experiment = 'mnist1d-rnn'")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.harness import ROOT, python_env, query
+from tests.integration import procs
 
 DATA = ROOT.parent / "shared" / "data" / "isbi2012_membrane"
 
@@ -42,14 +41,14 @@ def tiny_copy(tmp_path: Path) -> Path:
 
 def test_the_unet_example_runs_both_models_and_draws_the_figure(tmp_path: Path) -> None:
     db = tmp_path / "em.db"
-    run = subprocess.run(
-        [sys.executable, "-m", "nasd.cli", "run", str(tiny_copy(tmp_path)), "--db", str(db)],
-        cwd=tmp_path,
+    run = procs.cli(
+        "run",
+        str(tiny_copy(tmp_path)),
+        "--db",
+        str(db),
         env=python_env(),
-        capture_output=True,
-        text=True,
+        cwd=tmp_path,
         timeout=600,
-        check=False,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     rows = query(db, "SELECT experiment, metrics FROM results ORDER BY experiment")
@@ -65,24 +64,10 @@ def test_the_unet_example_runs_both_models_and_draws_the_figure(tmp_path: Path) 
         assert figure.is_file(), run.stdout[-2000:]
         with Image.open(figure) as image:
             assert image.width > 2.5 * image.height  # four panels side by side, titles above
-    best = subprocess.run(
-        [sys.executable, "-m", "nasd.cli", "best", "unet-em", "--db", str(db)],
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    best = procs.cli("best", "unet-em", "--db", str(db))
     assert best.returncode == 0, best.stderr
     assert "unet-em.unet" in best.stdout and "complexity" in best.stdout
-    export = subprocess.run(
-        [sys.executable, "-m", "nasd.cli", "export", "unet-em", "--db", str(db), "--format", "csv"],
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    export = procs.cli("export", "unet-em", "--db", str(db), "--format", "csv")
     assert export.returncode == 0, export.stderr
     table = list(csv.DictReader(io.StringIO(export.stdout)))
     assert {r["model"] for r in table} == {"unet", "shallow"}

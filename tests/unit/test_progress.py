@@ -15,33 +15,11 @@ import pytest
 
 from nasd.cli.progress import ProgressView, _clock, next_steps
 from nasd.config import load_experiments
+from tests.unit.test_runner import MULTI
 
 pytestmark = pytest.mark.timeout(30)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits.toml"
-
-MULTI = """
-[experiment]
-name = "grp"
-budget = 3
-[task]
-trainer = "zero"
-[[model]]
-name = "cells"
-share = 2
-[model.space]
-kind = "nb201"
-[model.strategy]
-name = "random"
-[[model]]
-name = "convs"
-[model.space]
-kind = "cnn"
-input_shape = [1, 8, 8]
-num_classes = 10
-[model.strategy]
-name = "random"
-"""
 
 
 class Clock:

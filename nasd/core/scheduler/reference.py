@@ -10,6 +10,7 @@ genotype, built by the same code that builds children) for a few batches and rep
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from nasd.core.space.cnn import CnnSpace
@@ -50,8 +51,12 @@ def reference_space() -> CnnSpace:
     return CnnSpace.from_spec(REFERENCE_SPACE)
 
 
+@functools.cache
 def reference_flops_per_sample() -> float:
-    """Multiply-accumulates of one forward pass of the reference network on one sample."""
+    """Multiply-accumulates of one forward pass of the reference network on one sample.
+
+    Cached: every scheduling pass rates every agent with it, and it never changes.
+    """
     return reference_space().cost(REFERENCE_GENOTYPE)["flops"]
 
 

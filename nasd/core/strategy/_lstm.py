@@ -46,6 +46,20 @@ def log_softmax(logits: Array) -> Array:
     return result
 
 
+def term(logp: Array, action: int, advantage: float, entropy: float) -> float:
+    """One decision's part of the objective: ``advantage * log p_a + entropy * H``."""
+    return advantage * float(logp[action]) - entropy * float((np.exp(logp) * logp).sum())
+
+
+def term_grad(logp: Array, action: int, advantage: float, entropy: float) -> Array:
+    """The gradient of :func:`term` with respect to the logits ``z`` (``logp = log_softmax(z)``)."""
+    probs = np.exp(logp)
+    plogp = probs * logp
+    onehot = np.zeros_like(probs)
+    onehot[action] = 1.0
+    return advantage * (onehot - probs) - entropy * (plogp - probs * plogp.sum())
+
+
 def categorical(probs: Array, uniform: float) -> int:
     """The option whose cumulative probability first exceeds ``uniform`` (inverse CDF draw)."""
     index = int(np.searchsorted(np.cumsum(probs), uniform, side="right"))
@@ -222,12 +236,10 @@ class LstmController:
     ) -> float:
         """``advantage * sum log P(a_t | a_<t) + entropy * sum H_t`` over the used decisions."""
         trace = self._forward(lambda k, _probs: actions[k])
-        total = 0.0
-        for k, logp, _step in trace.terms:
-            if used[k]:
-                total += advantage * float(logp[actions[k]])
-                total -= entropy * float((np.exp(logp) * logp).sum())
-        return total
+        return sum(
+            (term(logp, actions[k], advantage, entropy) for k, logp, _ in trace.terms if used[k]),
+            0.0,
+        )
 
     def accumulate(
         self,
@@ -243,12 +255,7 @@ class LstmController:
         for k, logp, step in trace.terms:
             if not used[k]:
                 continue
-            probs = np.exp(logp)
-            plogp = probs * logp
-            onehot = np.zeros_like(probs)
-            onehot[actions[k]] = 1.0
-            # d/dz of advantage * log p_a plus entropy * H, for a softmax over logits z.
-            dz = advantage * (onehot - probs) - entropy * (plogp - probs * plogp.sum())
+            dz = term_grad(logp, actions[k], advantage, entropy)
             skip = self.decisions[k].skip
             if skip is None:
                 self.view(f"out{k}.w", grad)[:] += np.outer(dz, trace.steps[step].h)

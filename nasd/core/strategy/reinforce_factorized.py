@@ -23,7 +23,7 @@ import numpy as np
 from nasd.core.objective import Mode
 from nasd.core.space._base import SearchSpace
 from nasd.core.space.decisions import Decision
-from nasd.core.strategy._lstm import Array, categorical, log_softmax
+from nasd.core.strategy._lstm import Array, categorical, log_softmax, term, term_grad
 from nasd.core.strategy.reinforce import PolicyGradientStrategy
 
 INIT_STD = 1e-3
@@ -53,13 +53,12 @@ class FactorizedPolicy:
         self, actions: Sequence[int], used: Sequence[bool], advantage: float, entropy: float
     ) -> float:
         """``advantage * sum log P(a_t) + entropy * sum H_t`` over the used decisions."""
-        total = 0.0
-        for k, action in enumerate(actions):
-            if used[k]:
-                logp = self._log_probs(k)
-                total += advantage * float(logp[action])
-                total -= entropy * float((np.exp(logp) * logp).sum())
-        return total
+        terms = (
+            term(self._log_probs(k), action, advantage, entropy)
+            for k, action in enumerate(actions)
+            if used[k]
+        )
+        return sum(terms, 0.0)
 
     def accumulate(
         self,
@@ -73,12 +72,7 @@ class FactorizedPolicy:
         for k, action in enumerate(actions):
             if not used[k]:
                 continue
-            logp = self._log_probs(k)
-            probs = np.exp(logp)
-            plogp = probs * logp
-            onehot = np.zeros_like(probs)
-            onehot[action] = 1.0
-            dz = advantage * (onehot - probs) - entropy * (plogp - probs * plogp.sum())
+            dz = term_grad(self._log_probs(k), action, advantage, entropy)
             grad[self.offsets[k] : self.offsets[k + 1]] += dz
 
     def probabilities(self, k: int) -> Array:

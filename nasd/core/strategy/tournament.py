@@ -35,14 +35,12 @@ resolved, are ignored.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 
-from nasd.core.events import TrialFailed, TrialSucceeded
 from nasd.core.objective import Mode
 from nasd.core.space._base import SearchSpace
-from nasd.core.strategy._base import Candidate, Strategy
-from nasd.core.strategy.aging_evolution import Member, _check_int
+from nasd.core.strategy._population import Member, PopulationStrategy
 from nasd.core.values import is_number
 
 
@@ -72,7 +70,7 @@ def pick_rank(probabilities: Sequence[float], u: float) -> int:
     return len(probabilities) - 1
 
 
-class Tournament(Strategy):
+class Tournament(PopulationStrategy):
     """Rank-probability tournament of size ``sample``; the worst of ``population`` is removed."""
 
     name: ClassVar[str] = "tournament"
@@ -89,13 +87,7 @@ class Tournament(Strategy):
         metric: str = "val_acc",
         mode: Mode = "max",
     ) -> None:
-        super().__init__(space, rng, metric=metric, mode=mode)
-        self.population_size = _check_int("population", population, 2)
-        self.sample_size = _check_int("sample", sample, 1)
-        if self.sample_size > self.population_size:
-            raise ValueError(
-                f"sample must be <= population ({self.population_size}), got {self.sample_size}"
-            )
+        super().__init__(space, rng, population=population, sample=sample, metric=metric, mode=mode)
         if not is_number(p) or not 0.0 < p <= 1.0:
             raise ValueError(f"p must be a number in (0, 1], got {p!r}")
         if not isinstance(replace, bool):
@@ -103,35 +95,6 @@ class Tournament(Strategy):
         self.p = float(p)
         self.replace = replace
         self.probabilities = rank_probabilities(self.sample_size, self.p)
-        # Living members in arrival order (oldest first): removal takes the first of the worst.
-        self._population: list[Member] = []
-        # Proposed trials whose result has not arrived yet; an id leaves its set on its first
-        # result, so duplicates and ids this strategy never proposed are recognised and ignored.
-        self._initial_outstanding: set[int] = set()
-        self._child_outstanding: set[int] = set()
-
-    @property
-    def population(self) -> tuple[Member, ...]:
-        """The living members, in the order they joined."""
-        return tuple(self._population)
-
-    @property
-    def evolving(self) -> bool:
-        """True once the population holds P members: every further id gets a mutated child."""
-        return len(self._population) >= self.population_size
-
-    def propose(self, trial_ids: Sequence[int]) -> Sequence[Candidate]:
-        """Random architectures until P are in flight or done, then children; see the module doc."""
-        candidates: list[Candidate] = []
-        for trial_id in trial_ids:
-            if self.evolving:
-                candidates.append(self._child(trial_id))
-            elif len(self._population) + len(self._initial_outstanding) < self.population_size:
-                candidates.append(Candidate(trial_id, self.space.sample(self.rng)))
-                self._initial_outstanding.add(trial_id)
-            else:
-                break  # barrier: wait for the outstanding initial trials
-        return candidates
 
     def select_parent(self) -> Member:
         """Draw S members, rank them best first and pick one by :func:`rank_probabilities`."""
@@ -147,41 +110,6 @@ class Tournament(Strategy):
             return ranked[0]
         return ranked[pick_rank(self.probabilities, self.rng.random())]
 
-    def _child(self, trial_id: int) -> Candidate:
-        parent = self.select_parent()
-        child = self.space.mutate(parent.genotype, self.rng)
-        self._child_outstanding.add(trial_id)
-        return Candidate(trial_id, child, parent_id=parent.trial_id)
-
-    def observe(self, event: TrialSucceeded | TrialFailed) -> None:
-        """A success joins and the worst are removed beyond P; a failure just frees its id."""
-        trial_id = event.trial_id
-        if trial_id in self._initial_outstanding:
-            self._initial_outstanding.discard(trial_id)
-        elif trial_id in self._child_outstanding:
-            self._child_outstanding.discard(trial_id)
-        else:
-            return  # never proposed here, or already resolved: ignore
-        if isinstance(event, TrialSucceeded):
-            self._population.append(Member(trial_id, event.genotype, self.score(event.metrics)))
-            while len(self._population) > self.population_size:
-                worst = min(range(len(self._population)), key=self._score_at)  # first = oldest
-                del self._population[worst]
-
-    def _score_at(self, index: int) -> float:
-        return self._population[index].score
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "population": [[m.trial_id, m.genotype, m.score] for m in self._population],
-            "initial_outstanding": sorted(self._initial_outstanding),
-            "child_outstanding": sorted(self._child_outstanding),
-        }
-
-    def _load_state(self, state: Mapping[str, Any]) -> None:
-        self._population = [
-            Member(int(trial_id), dict(genotype), float(score))
-            for trial_id, genotype, score in state["population"]
-        ]
-        self._initial_outstanding = {int(i) for i in state["initial_outstanding"]}
-        self._child_outstanding = {int(i) for i in state["child_outstanding"]}
+    def victim(self) -> int:
+        """The worst member (the oldest of the worst on ties): fitness decides who goes."""
+        return min(range(len(self._population)), key=lambda i: self._population[i].score)
